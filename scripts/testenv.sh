@@ -12,9 +12,12 @@
 # path with the published submodule builds the very same code.
 set -euo pipefail
 
-K8S_VERSION=${K8S_VERSION:-v1.33.5}
+K8S_VERSION=${K8S_VERSION:-v1.33.13}
 ETCD_VERSION=${ETCD_VERSION:-v3.5.33}
 CONSUL_VERSION=${CONSUL_VERSION:-v1.22.7}
+# consul v1.22.7 builds its own in-tree api package, newer than the v1.33.7 its go.mod
+# requires; api v1.34.1 (published a week before v1.22.7) has the fields it uses.
+CONSUL_API_VERSION=${CONSUL_API_VERSION:-v1.34.1}
 
 CACHE=${CONCORD_TESTENV_DIR:-$HOME/.cache/concord-testenv}
 BIN=$CACHE/bin
@@ -82,6 +85,7 @@ build_consul() {
   awk '/^exclude \(/{e=1;next} e&&/^\)/{e=0} e{print "exclude " $1 " " $2} /^exclude [^(]/{print}' "$gomod" >>go.mod
   awk '/^replace \(/{r=1;next} r&&/^\)/{r=0} (r||/^replace [^(]/)&&/=>/{sub(/^replace /,""); if ($NF !~ /^\./ && $(NF-1) !~ /^\./) print "replace " $0}' "$gomod" >>go.mod
   run_logged consul go get -tool "github.com/hashicorp/consul@$CONSUL_VERSION"
+  run_logged consul go get "github.com/hashicorp/consul/api@$CONSUL_API_VERSION"
   run_logged consul go build -o "$CACHE/consul-$CONSUL_VERSION/consul" github.com/hashicorp/consul
   link consul "$CONSUL_VERSION"
   say "consul done in $((SECONDS - started))s"

@@ -1,0 +1,37 @@
+//! The concord.io/v1alpha1 resource types: what users apply, with the schema, CEL rules,
+//! printer columns and status shapes the API server enforces. Pure data; no I/O here.
+mod acl;
+mod conditions;
+mod config_template;
+mod discovery_cluster;
+mod duration;
+mod kv_config;
+mod service_intention;
+mod snapshot;
+
+pub use acl::*;
+pub use conditions::*;
+pub use config_template::*;
+pub use discovery_cluster::*;
+pub use duration::*;
+pub use kv_config::*;
+pub use service_intention::*;
+pub use snapshot::*;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every concord resource.
+pub const GROUP: &str = "concord.io";
+/// The one served and stored version.
+pub const VERSION: &str = "v1alpha1";
+
+/// A key in a Secret or ConfigMap of the object's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    /// Name of the Secret or ConfigMap.
+    pub name: String,
+    /// Key inside it.
+    pub key: String,
+}

@@ -1,0 +1,122 @@
+//! The `concord controller` process: parses its flags, connects to Kubernetes, serves
+//! `/healthz`, `/readyz` and `/metrics`, runs every controller, and stops cleanly on
+//! SIGTERM or Ctrl-C (in-flight reconciles finish, then the process exits).
+pub mod context;
+pub mod http;
+pub mod metrics;
+pub mod readiness;
+pub mod telemetry;
+
+pub use context::Context;
+pub use metrics::Metrics;
+pub use readiness::Readiness;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Flags of `concord controller`; each also reads an environment variable.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Address of the /healthz, /readyz and /metrics endpoint.
+    #[arg(long, env = "CONCORD_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Log format: text or json.
+    #[arg(long, env = "CONCORD_LOG_FORMAT", value_enum, default_value_t = telemetry::LogFormat::Text)]
+    pub log_format: telemetry::LogFormat,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "CONCORD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// How long to wait for the CRDs to be Established before giving up.
+    #[arg(long, env = "CONCORD_CRD_WAIT_SECONDS", default_value_t = 120)]
+    pub crd_wait_seconds: u64,
+}
+
+/// Why the controller process stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot load a Kubernetes config (kubeconfig or in-cluster): {0}")]
+    KubeConfig(#[source] kube::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the concord CRDs are not installed or not Established: {0}")]
+    Crds(String),
+}
+
+/// Entry point of `concord controller`.
+pub fn main(args: ControllerArgs) -> Result<(), String> {
+    telemetry::init(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Runtime(e).to_string())?;
+    runtime.block_on(run(args, shutdown_signal())).map_err(|e| e.to_string())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C still stops the controller");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    let client = kube::Client::try_default().await.map_err(RunError::KubeConfig)?;
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Readiness::default();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| RunError::Listen { addr: args.listen, source })?;
+    tracing::info!(addr = %listener.local_addr().unwrap_or(args.listen), "serving /healthz, /readyz and /metrics");
+
+    // One shutdown signal fans out to the HTTP server and every controller.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutdown requested; finishing in-flight work");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = {
+        let rx = stop_rx.clone();
+        move || wait_stopped(rx.clone())
+    };
+
+    let server = tokio::spawn(http::serve(listener, metrics.clone(), readiness.clone(), stopped()));
+
+    crate::crdgen::wait_established(&client, std::time::Duration::from_secs(args.crd_wait_seconds))
+        .await
+        .map_err(RunError::Crds)?;
+    readiness.set("crds", true);
+
+    let ctx = Arc::new(Context::new(client, metrics, readiness, args.clone()));
+    crate::controllers::run_all(ctx, stopped).await;
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stopped| *stopped).await;
+}

@@ -1,0 +1,31 @@
+# concord's two commands, and the pieces they are made of.
+#   make demo   local control plane + 3-server Consul + the controller, examples applied
+#   make test   the whole test suite (what .ci/run runs)
+# Build outputs and the test servers live outside the repository, cached per machine.
+CACHE ?= $(HOME)/.cache/concord
+export CARGO_TARGET_DIR ?= $(CACHE)/target
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: test demo testenv lint unit crds
+
+test: testenv lint
+	cargo test --workspace --no-fail-fast
+
+demo: testenv
+	cargo build --bin concord
+	cargo run -q -p testenv --bin concord-demo -- --concord $(CARGO_TARGET_DIR)/debug/concord
+
+# Builds (once per machine) etcd, kube-apiserver, kube-controller-manager and consul.
+testenv:
+	scripts/testenv.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+unit:
+	cargo test --workspace --lib --bins
+
+# Regenerates crds/ and the chart's CRDs from the Rust types.
+crds:
+	cargo run -q --bin concord -- crds --write crds --write charts/concord/crds

@@ -1,0 +1,79 @@
+//! One module per controller. Each follows the same steps: read inputs → compute the
+//! desired state (pure) → diff with what exists → apply → write status conditions with
+//! observedGeneration. Helpers every controller uses live here.
+pub mod discovery_cluster;
+
+use crate::runtime::Context;
+use crate::runtime::context::FIELD_MANAGER;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+/// Runs every controller until `stopped()` resolves; returns when all have stopped.
+pub async fn run_all<F>(ctx: Arc<Context>, stopped: impl Fn() -> F)
+where
+    F: Future<Output = ()> + Send + Sync + 'static,
+{
+    futures::future::join_all([tokio::spawn(discovery_cluster::run(ctx.clone(), stopped()))]).await;
+}
+
+/// An `Api<K>` over the namespaces this controller watches.
+pub fn watched_api<K>(ctx: &Context) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match &ctx.args.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    }
+}
+
+/// Writes `.status` by server-side apply with concord's one field manager.
+pub async fn apply_status<K>(ctx: &Context, obj: &K, status: &impl Serialize) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
+    Ok(())
+}
+
+/// `namespace/name`, the key of per-object state such as backoff.
+pub fn object_key<K: Resource>(obj: &K) -> String {
+    format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or(""), obj.meta().name.as_deref().unwrap_or(""))
+}
+
+/// Marks a controller ready in `/readyz` once its watch has listed everything once.
+pub fn report_ready_when_primed<K>(ctx: &Context, name: &'static str, store: kube::runtime::reflector::Store<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    ctx.readiness.register(name);
+    let readiness = ctx.readiness.clone();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            readiness.set(name, true);
+        }
+    });
+}
+
+/// The standard error policy: count the failure by category and retry with per-object
+/// exponential backoff and jitter.
+pub fn requeue_after_failure<K: Resource>(
+    ctx: &Context,
+    controller: &'static str,
+    obj: &K,
+    category: &'static str,
+) -> Action {
+    ctx.metrics.reconcile_failed(controller, category);
+    Action::requeue(ctx.backoff(&format!("{controller}:{}", object_key(obj))))
+}

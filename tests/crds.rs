@@ -1,0 +1,254 @@
+//! The CRDs against a real kube-apiserver: every CRD installs and becomes Established,
+//! every example in `examples/` is accepted, and invalid objects are refused at
+//! admission with a message that names the field.
+use concord::crdgen;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use std::path::Path;
+use std::time::Duration;
+
+async fn install_crds(client: &kube::Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crdgen::all() {
+        let name = crd.metadata.name.clone().expect("named");
+        api.patch(&name, &PatchParams::apply("concord-test").force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("CRD {name} refused: {e}"));
+    }
+    crdgen::wait_established(client, Duration::from_secs(60)).await.expect("CRDs Established");
+}
+
+fn resource_for(kind: &str) -> ApiResource {
+    let crd = crdgen::all()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind)
+        .unwrap_or_else(|| panic!("no CRD for kind {kind}"));
+    let gvk = GroupVersionKind::gvk(&crd.spec.group, &crd.spec.versions[0].name, kind);
+    ApiResource::from_gvk_with_plural(&gvk, &crd.spec.names.plural)
+}
+
+async fn create(client: &kube::Client, ns: &str, doc: serde_json::Value) -> Result<DynamicObject, kube::Error> {
+    let obj: DynamicObject = serde_json::from_value(doc).expect("object");
+    let kind = obj.types.as_ref().expect("typed").kind.clone();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource_for(&kind));
+    api.create(&PostParams::default(), &obj).await
+}
+
+fn example_documents() -> Vec<(String, serde_json::Value)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut out = Vec::new();
+    let mut paths: Vec<_> =
+        std::fs::read_dir(&dir).expect("examples/").filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    paths.extend(
+        std::fs::read_dir(dir.join("managed")).expect("examples/managed").filter_map(|e| e.ok()).map(|e| e.path()),
+    );
+    paths.sort();
+    for path in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+        let text = std::fs::read_to_string(&path).expect("readable");
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value: serde_json::Value = serde::Deserialize::deserialize(doc).expect("valid YAML");
+            if !value.is_null() {
+                out.push((path.display().to_string(), value));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_crd_is_established_and_every_example_is_accepted() {
+    let env = testenv::shared_kube().await;
+    let client = env.client().await;
+    install_crds(&client).await;
+    let kinds: std::collections::BTreeSet<String> = crdgen::all().iter().map(|c| c.spec.names.kind.clone()).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for (path, doc) in example_documents() {
+        let kind = doc["kind"].as_str().expect("kind").to_string();
+        if !kinds.contains(&kind) {
+            continue;
+        }
+        // Each example gets its own namespace: the managed and external clusters share a name.
+        let ns = env.create_namespace("example").await;
+        let created = create(&client, &ns, doc).await.unwrap_or_else(|e| panic!("{path} was refused: {e}"));
+        assert_eq!(created.types.expect("typed").kind, kind);
+        seen.insert(kind);
+    }
+    assert_eq!(seen, kinds, "examples/ must hold a valid example of every kind");
+}
+
+/// One invalid object and the words its refusal must contain.
+struct Invalid {
+    what: &'static str,
+    doc: serde_json::Value,
+    expect: &'static [&'static str],
+}
+
+fn invalid(what: &'static str, kind: &str, spec: serde_json::Value, expect: &'static [&'static str]) -> Invalid {
+    let name = what.to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let name = name.trim_matches('-').chars().take(50).collect::<String>();
+    Invalid {
+        what,
+        doc: serde_json::json!({
+            "apiVersion": "concord.io/v1alpha1",
+            "kind": kind,
+            "metadata": { "name": name },
+            "spec": spec,
+        }),
+        expect,
+    }
+}
+
+fn invalid_objects() -> Vec<Invalid> {
+    use serde_json::json;
+    let source =
+        |action: serde_json::Value| json!({"destination": "api", "sources": [{"name": "web", "action": action}]});
+    let kv = |key: &str| json!({"prefix": "config/app/", "keys": [{"key": key, "value": "x"}]});
+    vec![
+        invalid("replicas 2", "DiscoveryCluster", json!({"replicas": 2}), &["spec.replicas", "must be 1, 3 or 5"]),
+        invalid("replicas 4", "DiscoveryCluster", json!({"replicas": 4}), &["spec.replicas", "must be 1, 3 or 5"]),
+        invalid(
+            "negative retain",
+            "DiscoveryCluster",
+            json!({"snapshots": {"every": "1h", "retain": -1, "location": "/snap"}}),
+            &["spec.snapshots.retain"],
+        ),
+        invalid(
+            "bad external address",
+            "DiscoveryCluster",
+            json!({"external": {"address": "consul:8500"}}),
+            &["spec.external.address", "http://"],
+        ),
+        invalid(
+            "unknown action",
+            "ServiceIntention",
+            source(json!("maybe")),
+            &["spec.sources[0].action", "Unsupported value"],
+        ),
+        invalid(
+            "action and permissions",
+            "ServiceIntention",
+            json!({"destination": "api", "sources": [{"name": "web", "action": "allow",
+                "permissions": [{"action": "allow", "http": {"pathPrefix": "/"}}]}]}),
+            &["spec.sources[0]", "either action or permissions"],
+        ),
+        invalid(
+            "empty destination",
+            "ServiceIntention",
+            json!({"destination": "", "sources": [{"name": "web", "action": "allow"}]}),
+            &["spec.destination", "must not be empty"],
+        ),
+        invalid(
+            "duplicate sources",
+            "ServiceIntention",
+            json!({"destination": "api", "sources": [{"name": "web", "action": "allow"}, {"name": "web", "action": "deny"}]}),
+            &["spec.sources", "unique"],
+        ),
+        invalid("leading slash key", "KVConfig", kv("/etc/passwd"), &["spec.keys[0].key", "must not start with /"]),
+        invalid("dotdot key", "KVConfig", kv("a/../b"), &["spec.keys[0].key", "must not contain .."]),
+        invalid(
+            "value and json",
+            "KVConfig",
+            json!({"prefix": "config/", "keys": [{"key": "a", "value": "x", "json": {"a": 1}}]}),
+            &["spec.keys[0]", "either value or json"],
+        ),
+        invalid(
+            "leading slash prefix",
+            "KVConfig",
+            json!({"prefix": "/config"}),
+            &["spec.prefix", "must not start with /"],
+        ),
+        invalid(
+            "two outputs",
+            "ConfigTemplate",
+            json!({"template": {"inline": "x"}, "output": {"configMap": {"name": "a", "key": "b"}, "secret": {"name": "a", "key": "b"}}}),
+            &["spec.output", "exactly one of configMap or secret"],
+        ),
+        invalid(
+            "no template",
+            "ConfigTemplate",
+            json!({"template": {}, "output": {"configMap": {"name": "a", "key": "b"}}}),
+            &["spec.template", "exactly one of inline or configMapRef"],
+        ),
+        invalid(
+            "bad wait",
+            "ConfigTemplate",
+            json!({"template": {"inline": "x"}, "output": {"configMap": {"name": "a", "key": "b"}}, "wait": {"min": "2 seconds"}}),
+            &["spec.wait.min"],
+        ),
+        invalid("empty rules", "ACLPolicy", json!({"rules": ""}), &["spec.rules", "must not be empty"]),
+        invalid("bad policy name", "ACLPolicy", json!({"name": "has spaces", "rules": "x"}), &["spec.name"]),
+        invalid(
+            "no policies",
+            "ACLToken",
+            json!({"secretName": "tok"}),
+            &["spec", "at least one policy or service identity"],
+        ),
+        invalid(
+            "bad secret name",
+            "ACLToken",
+            json!({"secretName": "Bad_Name", "policies": ["p"]}),
+            &["spec.secretName", "DNS subdomain"],
+        ),
+        invalid(
+            "unknown snapshot action",
+            "ConsulSnapshot",
+            json!({"action": "Explode", "location": "/snap"}),
+            &["spec.action", "Unsupported value"],
+        ),
+        invalid(
+            "relative location",
+            "ConsulSnapshot",
+            json!({"action": "Save", "location": "snap.bin"}),
+            &["spec.location", "absolute path"],
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn invalid_objects_are_refused_with_the_field_named() {
+    let env = testenv::shared_kube().await;
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = env.create_namespace("invalid").await;
+    let cases = invalid_objects();
+    let mut per_kind = std::collections::BTreeMap::<String, usize>::new();
+    for case in &cases {
+        *per_kind.entry(case.doc["kind"].as_str().expect("kind").to_string()).or_default() += 1;
+        match create(&client, &ns, case.doc.clone()).await {
+            Ok(_) => panic!("{}: the API server accepted an invalid object", case.what),
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{}: {}", case.what, status.message);
+                for needle in case.expect {
+                    assert!(
+                        status.message.contains(needle),
+                        "{}: refusal should mention {needle:?}: {}",
+                        case.what,
+                        status.message
+                    );
+                }
+            }
+            Err(e) => panic!("{}: unexpected error {e}", case.what),
+        }
+    }
+    for crd in crdgen::all() {
+        let n = per_kind.get(&crd.spec.names.kind).copied().unwrap_or(0);
+        assert!(n >= 2, "{} has {n} invalid cases; want at least 2", crd.spec.names.kind);
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_spec_cannot_change() {
+    let env = testenv::shared_kube().await;
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = env.create_namespace("immutable").await;
+    let doc = serde_json::json!({
+        "apiVersion": "concord.io/v1alpha1", "kind": "ConsulSnapshot",
+        "metadata": {"name": "s1"}, "spec": {"action": "Save", "location": "/snap/a"},
+    });
+    create(&client, &ns, doc).await.expect("valid snapshot accepted");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource_for("ConsulSnapshot"));
+    let patch = serde_json::json!({"spec": {"location": "/snap/b"}});
+    let err = api.patch("s1", &PatchParams::default(), &Patch::Merge(patch)).await.expect_err("immutable");
+    assert!(err.to_string().contains("spec is immutable"), "{err}");
+}
