@@ -1,0 +1,52 @@
+//! The typed Consul HTTP client: every Consul call concord makes goes through here.
+//! It owns the wire details (JSON shapes, blocking queries, ACL token header, retries,
+//! server failover) so that controllers deal in typed values and one typed [`Error`].
+//!
+//! One file per API area; each adds its methods to [`Client`]:
+//! [`kv`], [`catalog`] (with health), [`txn`], [`config_entry`], [`acl`],
+//! [`snapshot`], [`status`] (leader, peers, Raft operator, agent). Retry rules are
+//! written down in [`retry`].
+
+mod client;
+mod error;
+mod query;
+mod token;
+
+pub mod acl;
+pub mod catalog;
+pub mod config_entry;
+pub mod kv;
+pub mod retry;
+pub mod snapshot;
+pub mod status;
+pub mod txn;
+
+pub use acl::{AclLink, AclNodeIdentity, AclPolicy, AclServiceIdentity, AclToken};
+pub use catalog::{
+    CatalogDeregistration, CatalogRegistration, CatalogService, CheckStatus, HealthCheck, Node, NodeService,
+    NodeServices, ServiceEntry, Weights,
+};
+pub use client::{Client, ClientConfig};
+pub use config_entry::{
+    ConfigEntry, IntentionAction, IntentionHttpHeaderPermission, IntentionHttpPermission, IntentionPermission,
+    SERVICE_INTENTIONS, ServiceIntentionsEntry, SourceIntention,
+};
+pub use error::{Error, Result};
+pub use kv::{KvPair, KvWriteOptions};
+pub use query::{Consistency, ConsulIndex, QueryOptions, QueryResponse};
+pub use retry::RetryPolicy;
+pub use snapshot::{ByteStream, SnapshotInfo};
+pub use status::{AgentConfig, AgentSelf, RaftConfiguration, RaftPeer, RaftServer};
+pub use token::Token;
+pub use txn::{MAX_TXN_OPS, TxnError, TxnOp, TxnOpResult, TxnOutcome};
+
+use serde::{Deserialize, Deserializer};
+
+/// Consul writes `null` for empty lists and maps; these fields want the empty value.
+pub(crate) fn null_default<'de, D, T>(deserializer: D) -> std::result::Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}

@@ -1,0 +1,208 @@
+//! The one error type of the Consul client layer.
+
+use reqwest::{Method, StatusCode};
+
+use super::ConsulIndex;
+
+/// How long an HTTP body excerpt in an error may be: enough for Consul's one-line
+/// messages ("rpc error making call: ..."), short enough for an Event message.
+const MESSAGE_LIMIT: usize = 512;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong talking to Consul.
+///
+/// Answers Consul gives on purpose (a failed check-and-set, a missing object, a denied
+/// ACL, an already bootstrapped ACL system) have their own variants so callers can match
+/// on them; any other unexpected answer is [`Error::Http`] with the status and the first
+/// line of the body. [`Error::category`] is a bounded label for metrics and Event reasons.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("invalid Consul client configuration: {0}")]
+    Config(String),
+
+    #[error("invalid Consul request: {0}")]
+    InvalidRequest(String),
+
+    #[error("cannot talk to Consul at {url}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+
+    #[error("Consul answered {status} to {method} {path}: {message}")]
+    Http { method: Method, path: String, status: StatusCode, message: String },
+
+    #[error("not found: {method} {path}: {message}")]
+    NotFound { method: Method, path: String, message: String },
+
+    #[error("permission denied: {method} {path}: {message}")]
+    PermissionDenied { method: Method, path: String, message: String },
+
+    /// A write with `cas` lost the race: the object changed (or appeared, for `cas=0`)
+    /// since the index the caller read. Re-read and decide again.
+    #[error("check-and-set failed for {what}: it changed since index {index}")]
+    CasConflict { what: String, index: ConsulIndex },
+
+    /// `PUT /v1/acl/bootstrap` after the cluster was already bootstrapped.
+    #[error("ACL bootstrap no longer allowed (reset index: {reset_index:?})")]
+    AclAlreadyBootstrapped { reset_index: Option<u64> },
+
+    #[error("cannot decode Consul's answer to {method} {path}")]
+    Decode {
+        method: Method,
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// Writing a snapshot to the caller's writer failed (not a Consul problem).
+    #[error("snapshot I/O failed")]
+    Io(#[source] std::io::Error),
+}
+
+impl Error {
+    /// Bounded label for metrics and Event reasons; never contains object names or text.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::Transport { .. } => "transport",
+            Error::Http { status, .. } if status.is_server_error() => "http_5xx",
+            Error::Http { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+            Error::Http { .. } => "http_4xx",
+            Error::NotFound { .. } => "not_found",
+            Error::PermissionDenied { .. } => "permission_denied",
+            Error::CasConflict { .. } => "cas_conflict",
+            Error::AclAlreadyBootstrapped { .. } => "acl_already_bootstrapped",
+            Error::Decode { .. } => "decode",
+            Error::Io(_) => "io",
+        }
+    }
+
+    /// Whether trying again later may succeed without anyone changing anything:
+    /// an unreachable or leaderless cluster, throttling, or a lost CAS race.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Transport { .. } | Error::CasConflict { .. } => true,
+            Error::Http { status, .. } => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
+            _ => false,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+
+    pub fn is_cas_conflict(&self) -> bool {
+        matches!(self, Error::CasConflict { .. })
+    }
+
+    /// The HTTP status of an unexpected answer, when there was one.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Error::Http { status, .. } => Some(*status),
+            Error::NotFound { .. } => Some(StatusCode::NOT_FOUND),
+            Error::PermissionDenied { .. } | Error::AclAlreadyBootstrapped { .. } => Some(StatusCode::FORBIDDEN),
+            _ => None,
+        }
+    }
+
+    /// Builds the error for a non-success answer from its status and raw body.
+    pub(crate) fn from_status(method: Method, path: &str, status: StatusCode, body: &[u8]) -> Self {
+        let message = first_line(body);
+        let path = path.to_owned();
+        match status {
+            StatusCode::NOT_FOUND => Error::NotFound { method, path, message },
+            StatusCode::FORBIDDEN if message.contains("ACL bootstrap no longer allowed") => {
+                Error::AclAlreadyBootstrapped { reset_index: parse_reset_index(&message) }
+            }
+            StatusCode::FORBIDDEN => Error::PermissionDenied { method, path, message },
+            _ => Error::Http { method, path, status, message },
+        }
+    }
+}
+
+/// The first non-blank line of a body, lossily decoded and bounded in length: Consul's
+/// error answers are plain text, and a proxy in between may answer with a whole HTML page.
+pub(crate) fn first_line(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    if line.len() <= MESSAGE_LIMIT {
+        return line.to_owned();
+    }
+    let mut end = MESSAGE_LIMIT;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &line[..end])
+}
+
+/// "Permission denied: ACL bootstrap no longer allowed (reset index: 13)" → 13.
+fn parse_reset_index(message: &str) -> Option<u64> {
+    let rest = &message[message.find("reset index:")? + "reset index:".len()..];
+    let digits: String = rest.trim_start().chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_json_body_becomes_http_error_with_its_first_line() {
+        let body = b"\n  rpc error making call: No cluster leader\nsecond line\n";
+        let err = Error::from_status(Method::PUT, "/v1/kv/a", StatusCode::INTERNAL_SERVER_ERROR, body);
+        match &err {
+            Error::Http { status, message, .. } => {
+                assert_eq!(*status, StatusCode::INTERNAL_SERVER_ERROR);
+                assert_eq!(message, "rpc error making call: No cluster leader");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(err.category(), "http_5xx");
+        assert!(err.is_transient());
+        assert!(err.to_string().contains("No cluster leader"));
+    }
+
+    #[test]
+    fn statuses_map_to_distinct_variants() {
+        let nf = Error::from_status(Method::GET, "/v1/acl/policy/x", StatusCode::NOT_FOUND, b"");
+        assert!(nf.is_not_found());
+        assert_eq!(nf.category(), "not_found");
+
+        let denied = Error::from_status(
+            Method::GET,
+            "/v1/kv/a",
+            StatusCode::FORBIDDEN,
+            b"Permission denied: token with AccessorID 'x' lacks permission",
+        );
+        assert_eq!(denied.category(), "permission_denied");
+
+        let boot = Error::from_status(
+            Method::PUT,
+            "/v1/acl/bootstrap",
+            StatusCode::FORBIDDEN,
+            b"Permission denied: ACL bootstrap no longer allowed (reset index: 13)",
+        );
+        assert!(matches!(boot, Error::AclAlreadyBootstrapped { reset_index: Some(13) }));
+
+        let throttled = Error::from_status(Method::GET, "/", StatusCode::TOO_MANY_REQUESTS, b"");
+        assert_eq!(throttled.category(), "rate_limited");
+        let bad = Error::from_status(Method::PUT, "/", StatusCode::BAD_REQUEST, b"bad");
+        assert_eq!(bad.category(), "http_4xx");
+        assert!(!bad.is_transient());
+    }
+
+    #[test]
+    fn first_line_is_bounded_and_utf8_safe() {
+        let long = "é".repeat(MESSAGE_LIMIT);
+        let line = first_line(long.as_bytes());
+        assert!(line.len() <= MESSAGE_LIMIT + "…".len());
+        assert!(line.ends_with('…'));
+        assert_eq!(first_line(b"\xff\xfeok"), "\u{fffd}\u{fffd}ok");
+        assert_eq!(first_line(b""), "");
+    }
+}

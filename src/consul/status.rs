@@ -1,0 +1,110 @@
+//! Cluster state: leader and peers, the Raft configuration, removing a Raft peer, and
+//! the agent's own description (version, datacenter).
+
+use reqwest::Method;
+use serde::Deserialize;
+
+use super::error::Result;
+use super::{Client, ConsulIndex, QueryOptions};
+
+/// One server in the Raft configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RaftServer {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub node: String,
+    /// Raft address, `ip:8300`.
+    pub address: String,
+    pub leader: bool,
+    pub voter: bool,
+    pub protocol_version: String,
+    pub last_index: u64,
+}
+
+/// `GET /v1/operator/raft/configuration`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RaftConfiguration {
+    pub servers: Vec<RaftServer>,
+    pub index: ConsulIndex,
+}
+
+impl RaftConfiguration {
+    pub fn leader(&self) -> Option<&RaftServer> {
+        self.servers.iter().find(|s| s.leader)
+    }
+}
+
+/// Which Raft peer to remove.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RaftPeer {
+    /// Raft address (`ip:8300`).
+    Address(String),
+    /// Server node ID.
+    Id(String),
+}
+
+/// The parts of `GET /v1/agent/self` concord reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AgentSelf {
+    pub config: AgentConfig,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AgentConfig {
+    pub datacenter: String,
+    pub node_name: String,
+    #[serde(rename = "NodeID")]
+    pub node_id: String,
+    pub version: String,
+    pub revision: String,
+    pub server: bool,
+}
+
+impl Client {
+    /// `GET /v1/status/leader`: the leader's Raft address, `None` during an election.
+    pub async fn status_leader(&self) -> Result<Option<String>> {
+        let req = self.request(Method::GET, ["v1", "status", "leader"]);
+        let leader: String = self.call(&req).await?;
+        Ok(Some(leader).filter(|l| !l.is_empty()))
+    }
+
+    /// `GET /v1/status/peers`: the Raft addresses of the voting servers.
+    pub async fn status_peers(&self) -> Result<Vec<String>> {
+        let req = self.request(Method::GET, ["v1", "status", "peers"]);
+        let peers: Option<Vec<String>> = self.call(&req).await?;
+        Ok(peers.unwrap_or_default())
+    }
+
+    /// `GET /v1/operator/raft/configuration` (`Stale` works without a leader).
+    pub async fn operator_raft_configuration(&self, opts: &QueryOptions) -> Result<RaftConfiguration> {
+        let req = self.read(["v1", "operator", "raft", "configuration"], opts);
+        Ok(self.query(&req).await?.value)
+    }
+
+    /// `DELETE /v1/operator/raft/peer`: drops a server from the Raft configuration
+    /// (scale-down, or a server that is gone for good). Not repeated after an ambiguous
+    /// failure: the repeat of a removal that happened fails; read the configuration.
+    pub async fn operator_raft_remove_peer(&self, peer: &RaftPeer) -> Result<()> {
+        let req = self.request(Method::DELETE, ["v1", "operator", "raft", "peer"]).not_idempotent();
+        let req = match peer {
+            RaftPeer::Address(address) => req.param("address", address),
+            RaftPeer::Id(id) => req.param("id", id),
+        };
+        self.call_unit(&req).await
+    }
+
+    /// `GET /v1/agent/self` of whichever server answers.
+    pub async fn agent_self(&self) -> Result<AgentSelf> {
+        let req = self.request(Method::GET, ["v1", "agent", "self"]);
+        self.call(&req).await
+    }
+
+    /// The Consul version of whichever server answers (for status reporting).
+    pub async fn agent_version(&self) -> Result<String> {
+        Ok(self.agent_self().await?.config.version)
+    }
+}
