@@ -16,7 +16,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Flags of `concord controller`; each also reads an environment variable.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "concord controller")]
 pub struct ControllerArgs {
     /// Address of the /healthz, /readyz and /metrics endpoint.
     #[arg(long, env = "CONCORD_LISTEN", default_value = "0.0.0.0:8080")]
@@ -81,15 +82,31 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the controller until `shutdown` resolves, with the kubeconfig or in-cluster config.
 pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
     let client = kube::Client::try_default().await.map_err(RunError::KubeConfig)?;
+    run_with_client(client, args, shutdown, None).await
+}
+
+/// Runs the controller with a given client until `shutdown` resolves. When `bound` is
+/// given, the address the health/metrics server listens on is sent there (tests listen
+/// on port 0).
+pub async fn run_with_client(
+    client: kube::Client,
+    args: ControllerArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| RunError::Listen { addr: args.listen, source })?;
-    tracing::info!(addr = %listener.local_addr().unwrap_or(args.listen), "serving /healthz, /readyz and /metrics");
+    let local = listener.local_addr().unwrap_or(args.listen);
+    tracing::info!(addr = %local, "serving /healthz, /readyz and /metrics");
+    if let Some(tx) = bound {
+        let _ = tx.send(local);
+    }
 
     // One shutdown signal fans out to the HTTP server and every controller.
     let (stop_tx, stop_rx) = watch::channel(false);

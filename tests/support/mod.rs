@@ -1,0 +1,112 @@
+//! Shared by the integration tests: install the CRDs, run the controller in-process
+//! against the real test servers (scoped to one namespace), point a DiscoveryCluster at
+//! a real Consul, and wait for conditions without fixed sleeps.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use clap::Parser;
+use concord::crdgen;
+use concord::runtime::ControllerArgs;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Applies every concord CRD and waits until they are Established.
+pub async fn install_crds(client: &kube::Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crdgen::all() {
+        let name = crd.metadata.name.clone().expect("named");
+        api.patch(&name, &PatchParams::apply("concord-test").force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("CRD {name} refused: {e}"));
+    }
+    crdgen::wait_established(client, Duration::from_secs(60)).await.expect("CRDs Established");
+}
+
+/// A controller running in this test process; stops when dropped.
+pub struct RunningController {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningController {
+    /// Stops the controller and waits until it has stopped.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+    }
+}
+
+impl Drop for RunningController {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Starts `concord controller` in-process, watching only `namespace`, with extra flags.
+pub async fn start_controller(client: kube::Client, namespace: &str, extra_args: &[&str]) -> RunningController {
+    let mut argv = vec!["controller", "--listen", "127.0.0.1:0", "--namespace", namespace];
+    argv.extend_from_slice(extra_args);
+    let args = ControllerArgs::try_parse_from(argv).expect("controller flags");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop_rx.await;
+        };
+        if let Err(e) = concord::runtime::run_with_client(client, args, shutdown, Some(bound_tx)).await {
+            panic!("controller failed: {e}");
+        }
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(30), bound_rx)
+        .await
+        .expect("controller listens within 30s")
+        .expect("controller started");
+    RunningController { addr, stop: Some(stop_tx), task: Some(task) }
+}
+
+/// Creates a DiscoveryCluster named `consul` in `namespace` pointing at a real Consul
+/// (`external.address` = all its servers), with an optional `spec.sync` block.
+pub async fn external_cluster(client: &kube::Client, namespace: &str, consul_addrs: &[String], sync: Option<serde_json::Value>) {
+    let mut spec = serde_json::json!({ "external": { "address": consul_addrs.join(",") } });
+    if let Some(sync) = sync {
+        spec["sync"] = sync;
+    }
+    let obj = serde_json::json!({
+        "apiVersion": "concord.io/v1alpha1",
+        "kind": "DiscoveryCluster",
+        "metadata": { "name": "consul", "namespace": namespace },
+        "spec": spec,
+    });
+    let api: Api<concord::resources::DiscoveryCluster> = Api::namespaced(client.clone(), namespace);
+    api.patch("consul", &PatchParams::apply("concord-test").force(), &Patch::Apply(&obj))
+        .await
+        .expect("DiscoveryCluster applied");
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics naming `what` after
+/// `timeout`. Tests wait for outcomes, never for fixed times.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
