@@ -28,6 +28,7 @@ pub struct ACLPolicySpec {
     /// Policy name in Consul (default: the object's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_-]{1,128}$')").message("name must be 1-128 letters, digits, _ or -"))]
+    #[schemars(length(max = 128))]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
@@ -88,7 +89,8 @@ pub struct ACLTokenSpec {
     #[schemars(length(max = 32))]
     pub service_identities: Vec<ServiceIdentity>,
     /// Secret (this namespace) that receives the token under key `token`.
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$') && size(self) <= 253").message("secretName must be a DNS subdomain name"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("secretName must be a DNS subdomain name"))]
+    #[schemars(length(max = 253))]
     pub secret_name: String,
     /// Change this value to rotate the token: a new one is created, the Secret updated, the old revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]

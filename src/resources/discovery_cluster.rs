@@ -38,6 +38,7 @@ pub struct DiscoveryClusterSpec {
     /// Consul datacenter name.
     #[serde(default = "default_datacenter")]
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9-]{0,62}$')").message("datacenter must be lowercase letters, digits and dashes"))]
+    #[schemars(length(max = 63))]
     pub datacenter: String,
     /// Persistent storage of each server's Raft data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,6 +86,7 @@ pub struct StorageSpec {
     /// Size of each server's volume claim, e.g. 10Gi.
     #[serde(default = "default_storage_size")]
     #[x_kube(validation = Rule::new("self.matches('^[0-9]+(Ki|Mi|Gi|Ti)$')").message("size must be a quantity like 10Gi"))]
+    #[schemars(length(max = 16))]
     pub size: String,
     /// StorageClass of the claims; the cluster default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,6 +191,7 @@ pub struct SnapshotScheduleSpec {
     pub retain: i32,
     /// Where snapshots go: a directory (`file:///var/lib/concord/snapshots`) or an object store URL (`s3://bucket/prefix`).
     #[x_kube(validation = Rule::new("self.startsWith('file:///') || self.startsWith('s3://') || self.startsWith('/')").message("location must be an absolute path, a file:/// URL or an s3:// URL"))]
+    #[schemars(length(max = 1024))]
     pub location: String,
 }
 
@@ -197,7 +200,8 @@ pub struct SnapshotScheduleSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ExternalSpec {
     /// HTTP(S) address of a Consul server or agent; several may be given, comma-separated.
-    #[x_kube(validation = Rule::new("self.split(',').all(a, a.trim().startsWith('http://') || a.trim().startsWith('https://'))").message("address must be one or more http:// or https:// URLs, comma-separated"))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^, ]+( *, *https?://[^, ]+)*$')").message("address must be one or more http:// or https:// URLs, comma-separated"))]
+    #[schemars(length(max = 1024))]
     pub address: String,
     /// Secret key holding the ACL token concord uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -70,7 +70,8 @@ pub struct KvEntry {
     /// A string value, stored as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
-    /// A structured value, stored as canonical JSON (sorted keys, no whitespace).
+    /// A structured value (a JSON object), stored as canonical JSON (sorted keys, no whitespace).
+    /// Lists and scalars go in `value` as text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_json_schema")]
     pub json: Option<serde_json::Value>,
@@ -129,7 +130,8 @@ pub struct KVConfigStatus {
     pub last_applied_index: Option<u64>,
 }
 
-/// Any JSON value, kept as written.
+/// A JSON object of any shape, kept as written. Typed as an object (not "any") so CEL
+/// rules can see the field.
 pub fn any_json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+    schemars::json_schema!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true })
 }

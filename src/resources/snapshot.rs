@@ -36,6 +36,7 @@ pub struct ConsulSnapshotSpec {
     /// Restore only: the expected sha256 (hex); default: the one recorded at save time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[0-9a-f]{64}$')").message("sha256 must be 64 lowercase hex digits"))]
+    #[schemars(length(max = 64))]
     pub sha256: Option<String>,
 }
 
