@@ -294,6 +294,14 @@ impl Client {
         }))
     }
 
+    /// `GET /v1/health/node/:node`: every check on a node (node-level and per service),
+    /// with its status; empty when the node is not registered.
+    pub async fn health_node(&self, node: &str, opts: &QueryOptions) -> Result<QueryResponse<Vec<HealthCheck>>> {
+        let req = self.read(["v1", "health", "node", node], opts);
+        let resp = self.query::<Option<Vec<HealthCheck>>>(&req).await?;
+        Ok(resp.map(Option::unwrap_or_default))
+    }
+
     /// `GET /v1/health/service/:name`: instances with their node and checks, filtered
     /// to those having every tag in `tags`, and to those whose checks all pass when
     /// `passing_only` (what DNS answers).
