@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
 use super::error::Result;
-use super::{Client, ConsulIndex, QueryOptions, Token, null_default};
+use super::{Client, ConsulIndex, QueryOptions, QueryResponse, Token, null_default};
 
 /// A reference to a policy (or role) by ID or by name; Consul fills in the other.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +89,15 @@ pub struct AclToken {
     pub modify_index: ConsulIndex,
 }
 
+/// `None` for a missing object, however Consul says so (404, or 403 for tokens).
+fn absent_as_none<T>(result: Result<QueryResponse<Option<T>>>) -> Result<Option<T>> {
+    match result {
+        Ok(resp) => Ok(resp.value),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl Client {
     /// `PUT /v1/acl/bootstrap`: the first management token. Once per cluster: later
     /// calls fail with [`super::Error::AclAlreadyBootstrapped`]. Never repeated after an
@@ -108,13 +117,13 @@ impl Client {
     /// `GET /v1/acl/policy/:id`; `None` when there is no such policy.
     pub async fn acl_policy_read(&self, id: &str) -> Result<Option<AclPolicy>> {
         let req = self.read(["v1", "acl", "policy", id], &QueryOptions::default());
-        Ok(self.query_optional(&req).await?.value)
+        absent_as_none(self.query_optional(&req).await)
     }
 
     /// `GET /v1/acl/policy/name/:name`; `None` when there is no such policy.
     pub async fn acl_policy_read_by_name(&self, name: &str) -> Result<Option<AclPolicy>> {
         let req = self.read(["v1", "acl", "policy", "name", name], &QueryOptions::default());
-        Ok(self.query_optional(&req).await?.value)
+        absent_as_none(self.query_optional(&req).await)
     }
 
     /// `PUT /v1/acl/policy/:id` with `policy.id` set.
@@ -147,7 +156,7 @@ impl Client {
     /// `GET /v1/acl/token/:accessor_id`; `None` when there is no such token.
     pub async fn acl_token_read(&self, accessor_id: &str) -> Result<Option<AclToken>> {
         let req = self.read(["v1", "acl", "token", accessor_id], &QueryOptions::default());
-        Ok(self.query_optional(&req).await?.value)
+        absent_as_none(self.query_optional(&req).await)
     }
 
     /// `GET /v1/acl/token/self`: the token this client sends.

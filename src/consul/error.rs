@@ -116,6 +116,10 @@ impl Error {
         let path = path.to_owned();
         match status {
             StatusCode::NOT_FOUND => Error::NotFound { method, path, message },
+            // Consul answers a read of a missing ACL token with 403 "token does not exist:
+            // ACL not found". A missing *caller* token is a bare "ACL not found" and stays
+            // a permission error.
+            StatusCode::FORBIDDEN if message.contains("does not exist") => Error::NotFound { method, path, message },
             StatusCode::FORBIDDEN if message.contains("ACL bootstrap no longer allowed") => {
                 Error::AclAlreadyBootstrapped { reset_index: parse_reset_index(&message) }
             }
@@ -188,6 +192,16 @@ mod tests {
             b"Permission denied: ACL bootstrap no longer allowed (reset index: 13)",
         );
         assert!(matches!(boot, Error::AclAlreadyBootstrapped { reset_index: Some(13) }));
+
+        let missing_token = Error::from_status(
+            Method::GET,
+            "/v1/acl/token/x",
+            StatusCode::FORBIDDEN,
+            b"token does not exist: ACL not found",
+        );
+        assert!(missing_token.is_not_found());
+        let bad_caller = Error::from_status(Method::GET, "/v1/kv/a", StatusCode::FORBIDDEN, b"ACL not found");
+        assert_eq!(bad_caller.category(), "permission_denied");
 
         let throttled = Error::from_status(Method::GET, "/", StatusCode::TOO_MANY_REQUESTS, b"");
         assert_eq!(throttled.category(), "rate_limited");

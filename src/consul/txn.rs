@@ -11,8 +11,9 @@ use super::error::{Error, Result};
 use super::kv::KvPair;
 use super::{Client, ConsulIndex};
 
-/// The most operations Consul accepts in one transaction (`maxTxnOps` in Consul's
-/// `agent/txn_endpoint.go`; more is refused with 413).
+/// Operations per transaction that every Consul server accepts: 64 was the limit
+/// (`maxTxnOps` in Consul's `agent/txn_endpoint.go`) for years; 1.22 accepts 128. An
+/// external cluster may run either, so concord stays at 64; more is refused with 413.
 pub const MAX_TXN_OPS: usize = 64;
 
 /// One operation of a transaction.
@@ -69,9 +70,11 @@ pub enum TxnOp {
         node: String,
         service: NodeService,
     },
+    /// Consul wants the service name as well as the instance ID.
     ServiceDelete {
         node: String,
         service_id: String,
+        service_name: String,
     },
     /// Writes a check; `check.node` is required.
     CheckSet(HealthCheck),
@@ -108,9 +111,11 @@ impl TxnOp {
             TxnOp::ServiceCas { node, service } => {
                 WireOp::Service { verb: "cas", node, service: WireService::Full(service) }
             }
-            TxnOp::ServiceDelete { node, service_id } => {
-                WireOp::Service { verb: "delete", node, service: WireService::Id { id: service_id } }
-            }
+            TxnOp::ServiceDelete { node, service_id, service_name } => WireOp::Service {
+                verb: "delete",
+                node,
+                service: WireService::Id { id: service_id, service: service_name },
+            },
             TxnOp::CheckSet(check) => WireOp::Check { verb: "set", check: WireCheck::Full(check) },
             TxnOp::CheckCas(check) => WireOp::Check { verb: "cas", check: WireCheck::Full(check) },
             TxnOp::CheckDelete { node, check_id } => {
@@ -162,6 +167,8 @@ enum WireService<'a> {
     Id {
         #[serde(rename = "ID")]
         id: &'a str,
+        #[serde(rename = "Service")]
+        service: &'a str,
     },
 }
 
@@ -340,7 +347,7 @@ mod tests {
     #[test]
     fn catalog_ops_serialize_like_consul_expects() {
         let ops = [
-            TxnOp::ServiceDelete { node: "k8s-sync".into(), service_id: "web-1".into() },
+            TxnOp::ServiceDelete { node: "k8s-sync".into(), service_id: "web-1".into(), service_name: "web".into() },
             TxnOp::CheckDelete { node: "k8s-sync".into(), check_id: "web-1/ready".into() },
             TxnOp::NodeDelete { node: "old".into() },
         ];
@@ -348,7 +355,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&wire).expect("encode"),
             json!([
-                {"Service": {"Verb": "delete", "Node": "k8s-sync", "Service": {"ID": "web-1"}}},
+                {"Service": {"Verb": "delete", "Node": "k8s-sync", "Service": {"ID": "web-1", "Service": "web"}}},
                 {"Check": {"Verb": "delete", "Check": {"Node": "k8s-sync", "CheckID": "web-1/ready"}}},
                 {"Node": {"Verb": "delete", "Node": {"Node": "old"}}}
             ])
