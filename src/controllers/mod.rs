@@ -1,7 +1,9 @@
 //! One module per controller. Each follows the same steps: read inputs → compute the
 //! desired state (pure) → diff with what exists → apply → write status conditions with
 //! observedGeneration. Helpers every controller uses live here.
+pub mod consul_watch;
 pub mod discovery_cluster;
+pub mod kv_config;
 
 use crate::runtime::Context;
 use crate::runtime::context::FIELD_MANAGER;
@@ -18,7 +20,11 @@ pub async fn run_all<F>(ctx: Arc<Context>, stopped: impl Fn() -> F)
 where
     F: Future<Output = ()> + Send + Sync + 'static,
 {
-    futures::future::join_all([tokio::spawn(discovery_cluster::run(ctx.clone(), stopped()))]).await;
+    futures::future::join_all([
+        tokio::spawn(discovery_cluster::run(ctx.clone(), stopped())),
+        tokio::spawn(kv_config::run(ctx.clone(), stopped())),
+    ])
+    .await;
 }
 
 /// An `Api<K>` over the namespaces this controller watches.
@@ -60,8 +66,17 @@ where
     ctx.readiness.register(name);
     let readiness = ctx.readiness.clone();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            readiness.set(name, true);
+        // The store's readiness is a oneshot that keeps one waker, and the controller's own
+        // runner waits on it too; so poll with a timeout instead of waiting for a wake-up.
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_millis(200), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    readiness.set(name, true);
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => continue,
+            }
         }
     });
 }
