@@ -5,9 +5,13 @@
 //! - [`cluster`]: which Consul an object talks to.
 //! - [`controllers`]: one module per controller.
 //! - [`runtime`]: the `concord controller` process (health, metrics, shutdown).
+//! - [`template`]: the Handlebars engine of ConfigTemplate and [`render`] (`concord render`).
 pub mod cluster;
 pub mod consul;
 pub mod controllers;
 pub mod crdgen;
+pub mod render;
 pub mod resources;
 pub mod runtime;
+pub mod sync;
+pub mod template;

@@ -20,6 +20,8 @@ enum Command {
     },
     /// Run all controllers against the cluster from the kubeconfig (or in-cluster config).
     Controller(Box<concord::runtime::ControllerArgs>),
+    /// Render templates from Consul into files and run a command after each change (sidecar / VM).
+    Render(Box<concord::render::RenderArgs>),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { write } => crds(&write),
         Command::Controller(args) => concord::runtime::main(*args),
+        Command::Render(args) => concord::render::main(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
