@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use concord::consul::{
     AclLink, AclPolicy, AclToken, CatalogDeregistration, CatalogRegistration, CheckStatus, Client, ClientConfig,
-    ConsulIndex, Error, HealthCheck, IntentionAction, KvWriteOptions, MAX_TXN_OPS, Node, NodeService, QueryOptions,
-    RaftPeer, SERVICE_INTENTIONS, ServiceIntentionsEntry, SourceIntention, TxnOp, TxnOutcome,
+    Consistency, ConsulIndex, Error, HealthCheck, IntentionAction, KvWriteOptions, MAX_TXN_OPS, Node, NodeService,
+    QueryOptions, RaftPeer, SERVICE_INTENTIONS, ServiceIntentionsEntry, SourceIntention, TxnOp, TxnOutcome,
 };
 use testenv::{ConsulCluster, ConsulOptions};
 
@@ -157,6 +157,10 @@ async fn kv_put_get_list_and_cas_conflict() {
     assert_eq!(err.category(), "cas_conflict");
     let current = consul.kv_get(&key, &none).await.expect("get").value.expect("exists");
     assert_eq!(current.value_str(), Some("two"));
+    for mode in [Consistency::Consistent, Consistency::Stale] {
+        let read = consul.kv_get(&key, &QueryOptions::default().with_consistency(mode)).await.expect("get");
+        assert_eq!(read.value.as_ref(), Some(&current), "{mode:?}");
+    }
 
     // Binary values survive the base64 round trip.
     let binary_key = format!("{prefix}/binary");
