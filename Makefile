@@ -13,7 +13,8 @@ test: testenv lint
 
 demo: testenv
 	cargo build --bin concord
-	cargo run -q -p testenv --bin concord-demo -- --concord $(CARGO_TARGET_DIR)/debug/concord
+	cargo build -q -p testenv --bin concord-demo
+	$(CARGO_TARGET_DIR)/debug/concord-demo --concord $(CARGO_TARGET_DIR)/debug/concord --examples examples
 
 # Builds (once per machine) etcd, kube-apiserver, kube-controller-manager and consul.
 testenv:
