@@ -1,0 +1,525 @@
+//! ConfigTemplate controller. Each object gets a render task (template engine + Consul
+//! watcher, see [`crate::template`]) that re-renders when what the template read changes
+//! and then triggers a reconcile. The reconcile is the only writer: it takes the latest
+//! render, writes the output ConfigMap/Secret key when its bytes differ, stamps the output
+//! hash on the pod template of each rollout workload, and reports `Rendered` in status. A
+//! render error keeps the last good output and sets `Rendered=False` with the message.
+//!
+//! Writes use one field manager per ConfigTemplate (`concord-ctpl-<name>`): server-side
+//! apply removes what a manager stopped applying, so two templates sharing the one
+//! `concord` manager and one ConfigMap (or one Deployment) would erase each other's keys.
+//! For the same reason each template has its own rollout annotation
+//! ([`rollout_annotation`]).
+use super::{apply_status, object_key, report_ready_when_primed, requeue_after_failure, watched_api};
+use crate::resources::{
+    ConditionUpdate, ConfigTemplate, ConfigTemplateStatus, KeyRef, WorkloadKind, WorkloadRef, find_condition,
+    set_condition, types,
+};
+use crate::runtime::Context;
+use crate::template::{self, ConsulSource, Dependency, Engine, Wait, WatchError, Watcher};
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const CONTROLLER: &str = "configtemplate";
+/// Re-check outputs and workloads this often even without a change (drift on a Secret
+/// output, which is not watched).
+const RESYNC: Duration = Duration::from_secs(300);
+/// How often render tasks of deleted objects are stopped.
+const SWEEP: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("cannot read template ConfigMap {name}: {source}")]
+    TemplateSource {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot write output {kind} {name}: {source}")]
+    Output {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot annotate {kind} {name}: {source}")]
+    Rollout {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot write status: {0}")]
+    Status(#[source] kube::Error),
+    #[error("Consul unavailable: {0}")]
+    Consul(String),
+}
+
+impl Error {
+    fn category(&self) -> &'static str {
+        match self {
+            Error::Cluster(e) => e.category(),
+            Error::TemplateSource { .. } | Error::Output { .. } | Error::Rollout { .. } | Error::Status(_) => "kube",
+            Error::Consul(_) => "consul",
+        }
+    }
+}
+
+/// The annotation a template stamps on a workload's pod template: `concord.io/config-hash-<name>`
+/// (names too long for an annotation key are shortened with a hash suffix).
+pub fn rollout_annotation(template_name: &str) -> String {
+    const PREFIX: &str = "config-hash-";
+    const MAX_NAME: usize = 63;
+    let mut name = format!("{PREFIX}{template_name}");
+    if name.len() > MAX_NAME {
+        let digest = Sha256::digest(template_name.as_bytes());
+        let suffix: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        name = format!("{}-{suffix}", &name[..MAX_NAME - 9].trim_end_matches(['-', '.']));
+    }
+    format!("concord.io/{name}")
+}
+
+fn field_manager(template_name: &str) -> String {
+    let mut m = format!("concord-ctpl-{template_name}");
+    m.truncate(128);
+    m
+}
+
+/// What the render task last produced.
+#[derive(Clone, Debug)]
+struct Latest {
+    result: Result<String, RenderFailure>,
+    deps: Vec<Dependency>,
+}
+
+#[derive(Clone, Debug)]
+struct RenderFailure {
+    message: String,
+    transient: bool,
+}
+
+struct Entry {
+    fingerprint: String,
+    latest: Arc<Mutex<Option<Latest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The controller's state: the shared context plus one render task per object.
+struct State {
+    ctx: Arc<Context>,
+    entries: Mutex<HashMap<String, Entry>>,
+    trigger: futures::channel::mpsc::UnboundedSender<ObjectRef<ConfigTemplate>>,
+}
+
+/// Status after a render (pure).
+pub fn rendered_status(
+    previous: &ConfigTemplateStatus,
+    generation: Option<i64>,
+    outcome: Result<(&str, usize, &str), (&'static str, &str)>,
+    deps: &[Dependency],
+    now: k8s_openapi::jiff::Timestamp,
+) -> ConfigTemplateStatus {
+    let mut status = previous.clone();
+    status.observed_generation = generation;
+    status.dependencies = Some(template::deps::to_status(deps));
+    let condition = match outcome {
+        Ok((hash, bytes, target)) => {
+            status.output_hash = Some(hash.to_string());
+            ConditionUpdate::new(types::RENDERED, true, "Rendered", format!("{bytes} bytes in {target}"))
+        }
+        Err((reason, message)) => ConditionUpdate::new(types::RENDERED, false, reason, message),
+    };
+    status.conditions = set_condition(&status.conditions, condition, generation, now);
+    status
+}
+
+async fn template_text(ctx: &Context, ns: &str, ct: &ConfigTemplate) -> Result<Result<String, String>, Error> {
+    if let Some(inline) = &ct.spec.template.inline {
+        return Ok(Ok(inline.clone()));
+    }
+    let Some(r) = &ct.spec.template.config_map_ref else {
+        return Ok(Err("spec.template has neither inline nor configMapRef".into()));
+    };
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let cm = api.get_opt(&r.name).await.map_err(|source| Error::TemplateSource { name: r.name.clone(), source })?;
+    Ok(match cm.and_then(|cm| cm.data).and_then(|mut d| d.remove(&r.key)) {
+        Some(text) => Ok(text),
+        None => Err(format!("ConfigMap {} has no key {}", r.name, r.key)),
+    })
+}
+
+async fn reconcile(ct: Arc<ConfigTemplate>, state: Arc<State>) -> Result<Action, Error> {
+    let ctx = &state.ctx;
+    let _timer = ctx.metrics.reconcile_started(CONTROLLER);
+    let ns = ct.namespace().unwrap_or_default();
+    let key = object_key(ct.as_ref());
+    let generation = ct.meta().generation;
+    let previous = ct.status.clone().unwrap_or_default();
+    let now = k8s_openapi::jiff::Timestamp::now();
+
+    // Read inputs: the template text, the wait, the cluster.
+    let text = match template_text(ctx, &ns, &ct).await? {
+        Ok(text) => text,
+        Err(message) => return fail_permanently(&state, &ct, &key, "TemplateSourceMissing", message).await,
+    };
+    let wait = match ct.spec.wait.as_ref().map(Wait::from_spec).transpose() {
+        Ok(w) => w,
+        Err(message) => return fail_permanently(&state, &ct, &key, "InvalidWait", message).await,
+    };
+    let cluster = ctx.clusters.resolve(&ctx.client, &ns, ct.spec.cluster_ref.as_deref()).await?;
+    let fingerprint = format!("{}|{:?}|{:?}|{}", cluster.name, cluster.consul.addresses(), wait, text);
+
+    // Make sure the render task runs for exactly this spec; take its latest result.
+    let lookup: Result<Option<Latest>, String> = {
+        let mut entries = state.entries.lock().map_err(|_| Error::Consul("render state poisoned".into()))?;
+        match entries.get(&key) {
+            Some(e) if e.fingerprint == fingerprint => Ok(e.latest.lock().ok().and_then(|l| l.clone())),
+            _ => {
+                entries.remove(&key);
+                match Engine::compile(&format!("{ns}/{}", ct.name_any()), &text) {
+                    Err(e) => Err(e.to_string()),
+                    Ok(engine) => {
+                        let latest = Arc::new(Mutex::new(None));
+                        let watcher = Watcher::new(Arc::new(ConsulSource::new(cluster.consul.clone())), wait);
+                        let task = tokio::spawn(render_loop(
+                            engine,
+                            watcher,
+                            latest.clone(),
+                            ObjectRef::from_obj(ct.as_ref()),
+                            state.trigger.clone(),
+                        ));
+                        entries.insert(key.clone(), Entry { fingerprint, latest, task });
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    };
+    let latest = match lookup {
+        Ok(latest) => latest,
+        Err(message) => return fail_permanently(&state, &ct, &key, "TemplateInvalid", message).await,
+    };
+    let Some(latest) = latest else {
+        return Ok(Action::await_change()); // the render task triggers a reconcile when done
+    };
+
+    let rendered = match latest.result {
+        Ok(output) => output,
+        Err(failure) => {
+            let reason = if failure.transient { "ConsulUnavailable" } else { "RenderFailed" };
+            let was = find_condition(&previous.conditions, types::RENDERED).map(|c| c.message.clone());
+            let status = rendered_status(&previous, generation, Err((reason, &failure.message)), &latest.deps, now);
+            apply_status(ctx, ct.as_ref(), &status).await.map_err(Error::Status)?;
+            if was.as_deref() != Some(failure.message.as_str()) {
+                ctx.event(&ct.object_ref(&()), true, reason, "Render", failure.message.clone()).await;
+            }
+            if failure.transient {
+                return Err(Error::Consul(failure.message));
+            }
+            return Ok(Action::requeue(RESYNC));
+        }
+    };
+
+    // Apply: output bytes, then rollout annotations, then status.
+    let hash = template::output_hash(rendered.as_bytes());
+    let manager = field_manager(&ct.name_any());
+    let (target, wrote) = write_output(ctx, &ct, &ns, &manager, &rendered).await?;
+    let mut missing_workloads = Vec::new();
+    for w in &ct.spec.rollout {
+        if !annotate_workload(ctx, &ns, &manager, w, &rollout_annotation(&ct.name_any()), &hash).await? {
+            missing_workloads.push(format!("{:?} {}", w.kind, w.name));
+        }
+    }
+    let status = rendered_status(&previous, generation, Ok((&hash, rendered.len(), &target)), &latest.deps, now);
+    apply_status(ctx, ct.as_ref(), &status).await.map_err(Error::Status)?;
+    if wrote {
+        ctx.event(&ct.object_ref(&()), false, "OutputWritten", "Render", format!("wrote {target} ({hash})")).await;
+    }
+    if !missing_workloads.is_empty() {
+        let note = format!("rollout workloads not found: {}", missing_workloads.join(", "));
+        ctx.event(&ct.object_ref(&()), true, "RolloutTargetMissing", "Rollout", note).await;
+    }
+    ctx.reset_backoff(&format!("{CONTROLLER}:{key}"));
+    Ok(Action::requeue(RESYNC))
+}
+
+/// A problem only a spec change can fix: stop the render task, report, wait for a change.
+async fn fail_permanently(
+    state: &State,
+    ct: &ConfigTemplate,
+    key: &str,
+    reason: &'static str,
+    message: String,
+) -> Result<Action, Error> {
+    if let Ok(mut entries) = state.entries.lock() {
+        entries.remove(key);
+    }
+    let previous = ct.status.clone().unwrap_or_default();
+    let already = find_condition(&previous.conditions, types::RENDERED).is_some_and(|c| c.message == message);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let deps: Vec<Dependency> = Vec::new();
+    let status = rendered_status(&previous, ct.meta().generation, Err((reason, &message)), &deps, now);
+    apply_status(&state.ctx, ct, &status).await.map_err(Error::Status)?;
+    if !already {
+        state.ctx.event(&ct.object_ref(&()), true, reason, "Render", message).await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Renders, publishes the result, triggers a reconcile, waits for a dependency change.
+async fn render_loop(
+    mut engine: Engine,
+    mut watcher: Watcher<ConsulSource>,
+    latest: Arc<Mutex<Option<Latest>>>,
+    obj: ObjectRef<ConfigTemplate>,
+    trigger: futures::channel::mpsc::UnboundedSender<ObjectRef<ConfigTemplate>>,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        let result = watcher.render(&mut engine).await;
+        let transient = result.as_ref().err().is_some_and(WatchError::is_transient);
+        let deps = match &result {
+            Ok(r) => r.deps.clone(),
+            Err(_) => watcher.watched(),
+        };
+        let result =
+            result.map(|r| r.output).map_err(|e| RenderFailure { message: e.to_string(), transient: e.is_transient() });
+        if let Ok(mut slot) = latest.lock() {
+            *slot = Some(Latest { result, deps });
+        }
+        if trigger.unbounded_send(obj.clone()).is_err() {
+            return; // the controller stopped
+        }
+        if transient {
+            failures = failures.saturating_add(1);
+            let delay =
+                crate::runtime::context::backoff_delay(failures, rand::random::<f64>()).min(Duration::from_secs(30));
+            tokio::time::sleep(delay).await;
+            continue;
+        }
+        failures = 0;
+        watcher.changed().await;
+    }
+}
+
+/// Writes the output key when its bytes differ; returns a description and whether it wrote.
+async fn write_output(
+    ctx: &Context,
+    ct: &ConfigTemplate,
+    ns: &str,
+    manager: &str,
+    output: &str,
+) -> Result<(String, bool), Error> {
+    let owner = ct.controller_owner_ref(&()).map(|mut o| {
+        // Several templates may share one output object; only one owner may be the controller.
+        o.controller = None;
+        o
+    });
+    let params = PatchParams::apply(manager).force();
+    if let Some(KeyRef { name, key }) = &ct.spec.output.config_map {
+        let target = format!("ConfigMap {name} key {key}");
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+        let err = |source| Error::Output { kind: "ConfigMap", name: name.clone(), source };
+        let current = api.get_opt(name).await.map_err(err)?;
+        if current.and_then(|c| c.data).and_then(|d| d.get(key).cloned()).as_deref() == Some(output) {
+            return Ok((target, false));
+        }
+        let patch = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": name, "namespace": ns, "ownerReferences": owner.into_iter().collect::<Vec<_>>() },
+            "data": { key: output },
+        });
+        api.patch(name, &params, &Patch::Apply(patch)).await.map_err(err)?;
+        return Ok((target, true));
+    }
+    if let Some(KeyRef { name, key }) = &ct.spec.output.secret {
+        let target = format!("Secret {name} key {key}");
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+        let err = |source| Error::Output { kind: "Secret", name: name.clone(), source };
+        let current = api.get_opt(name).await.map_err(err)?;
+        if current.and_then(|c| c.data).and_then(|d| d.get(key).cloned()).is_some_and(|v| v.0 == output.as_bytes()) {
+            return Ok((target, false));
+        }
+        let data: BTreeMap<String, ByteString> = [(key.clone(), ByteString(output.as_bytes().to_vec()))].into();
+        let patch = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": name, "namespace": ns, "ownerReferences": owner.into_iter().collect::<Vec<_>>() },
+            "type": "Opaque",
+            "data": data,
+        });
+        api.patch(name, &params, &Patch::Apply(patch)).await.map_err(err)?;
+        return Ok((target, true));
+    }
+    Ok(("nowhere (spec.output is empty)".to_string(), false))
+}
+
+/// Stamps `hash` on a workload's pod template unless it is already there; false when the
+/// workload does not exist (never created by this apply).
+async fn annotate_workload(
+    ctx: &Context,
+    ns: &str,
+    manager: &str,
+    w: &WorkloadRef,
+    annotation: &str,
+    hash: &str,
+) -> Result<bool, Error> {
+    match w.kind {
+        WorkloadKind::Deployment => {
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+            let current = api.get_opt(&w.name).await;
+            let current =
+                current.map_err(|source| Error::Rollout { kind: "Deployment", name: w.name.clone(), source })?;
+            let Some(d) = current else { return Ok(false) };
+            let have = d.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations);
+            stamp(&api, "apps/v1", "Deployment", &w.name, manager, annotation, hash, have).await?;
+        }
+        WorkloadKind::StatefulSet => {
+            let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+            let current = api.get_opt(&w.name).await;
+            let current =
+                current.map_err(|source| Error::Rollout { kind: "StatefulSet", name: w.name.clone(), source })?;
+            let Some(s) = current else { return Ok(false) };
+            let have = s.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations);
+            stamp(&api, "apps/v1", "StatefulSet", &w.name, manager, annotation, hash, have).await?;
+        }
+    }
+    Ok(true)
+}
+
+#[allow(clippy::too_many_arguments)] // one call site per kind; a struct would only rename them
+async fn stamp<K>(
+    api: &Api<K>,
+    api_version: &str,
+    kind: &'static str,
+    name: &str,
+    manager: &str,
+    annotation: &str,
+    hash: &str,
+    have: Option<BTreeMap<String, String>>,
+) -> Result<(), Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if have.as_ref().and_then(|a| a.get(annotation)).map(String::as_str) == Some(hash) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": api_version, "kind": kind,
+        "metadata": { "name": name },
+        "spec": { "template": { "metadata": { "annotations": { annotation: hash } } } },
+    });
+    api.patch(name, &PatchParams::apply(manager).force(), &Patch::Apply(patch))
+        .await
+        .map_err(|source| Error::Rollout { kind, name: name.to_string(), source })?;
+    Ok(())
+}
+
+fn error_policy(ct: Arc<ConfigTemplate>, error: &Error, state: Arc<State>) -> Action {
+    tracing::warn!(template = %ct.name_any(), error = %error, "reconcile failed");
+    requeue_after_failure(&state.ctx, CONTROLLER, ct.as_ref(), error.category())
+}
+
+/// Templates that read their text from, or write their output to, this ConfigMap.
+fn templates_using(store: &Store<ConfigTemplate>, cm: &ConfigMap) -> Vec<ObjectRef<ConfigTemplate>> {
+    let (ns, name) = (cm.namespace(), cm.name_any());
+    store
+        .state()
+        .iter()
+        .filter(|ct| ct.namespace() == ns)
+        .filter(|ct| {
+            ct.spec.template.config_map_ref.as_ref().is_some_and(|r| r.name == name)
+                || ct.spec.output.config_map.as_ref().is_some_and(|r| r.name == name)
+        })
+        .map(|ct| ObjectRef::from_obj(ct.as_ref()))
+        .collect()
+}
+
+/// Runs the controller until `stop` resolves.
+pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
+    let (trigger, triggered) = futures::channel::mpsc::unbounded();
+    let controller = Controller::new(watched_api::<ConfigTemplate>(&ctx), watcher::Config::default());
+    let store = controller.store();
+    report_ready_when_primed(&ctx, CONTROLLER, store.clone());
+    let state = Arc::new(State { ctx: ctx.clone(), entries: Mutex::new(HashMap::new()), trigger });
+    let sweeper = tokio::spawn(sweep(state.clone(), store.clone()));
+    let mapper_store = store.clone();
+    controller
+        .watches(watched_api::<ConfigMap>(&ctx), watcher::Config::default(), move |cm| {
+            templates_using(&mapper_store, &cm)
+        })
+        .reconcile_on(triggered)
+        .graceful_shutdown_on(stop)
+        .run(reconcile, error_policy, state.clone())
+        .for_each(|_| futures::future::ready(()))
+        .await;
+    sweeper.abort();
+    if let Ok(mut entries) = state.entries.lock() {
+        entries.clear();
+    }
+}
+
+/// Stops the render tasks of deleted objects (the controller never reconciles those).
+async fn sweep(state: Arc<State>, store: Store<ConfigTemplate>) {
+    let mut tick = tokio::time::interval(SWEEP);
+    loop {
+        tick.tick().await;
+        let live: std::collections::HashSet<String> = store.state().iter().map(|c| object_key(c.as_ref())).collect();
+        if let Ok(mut entries) = state.entries.lock() {
+            entries.retain(|k, _| live.contains(k));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::is_condition_true;
+
+    fn now() -> k8s_openapi::jiff::Timestamp {
+        k8s_openapi::jiff::Timestamp::from_second(1_000).expect("time")
+    }
+
+    #[test]
+    fn rollout_annotation_keys_are_valid_and_distinct() {
+        assert_eq!(rollout_annotation("nginx"), "concord.io/config-hash-nginx");
+        let long = "a".repeat(200);
+        let key = rollout_annotation(&long);
+        let name = key.strip_prefix("concord.io/").expect("prefixed");
+        assert!(name.len() <= 63, "{name}");
+        assert_ne!(rollout_annotation(&format!("{long}b")), key);
+    }
+
+    #[test]
+    fn a_render_error_keeps_the_last_hash_and_says_why() {
+        let deps = vec![Dependency::key("app/x")];
+        let ok = rendered_status(&Default::default(), Some(1), Ok(("sha256:aa", 3, "ConfigMap c key k")), &deps, now());
+        assert!(is_condition_true(&ok.conditions, types::RENDERED));
+        let failed =
+            rendered_status(&ok, Some(2), Err(("RenderFailed", "t: line 3: key \"app/x\" missing")), &deps, now());
+        assert_eq!(failed.output_hash.as_deref(), Some("sha256:aa"));
+        let c = find_condition(&failed.conditions, types::RENDERED).expect("set");
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "RenderFailed"));
+        assert!(c.message.contains("line 3"));
+        assert_eq!(failed.dependencies.expect("deps").keys, ["app/x"]);
+        assert_eq!(failed.observed_generation, Some(2));
+    }
+}
