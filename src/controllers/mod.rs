@@ -1,7 +1,7 @@
 //! One module per controller. Each follows the same steps: read inputs → compute the
 //! desired state (pure) → diff with what exists → apply → write status conditions with
 //! observedGeneration. Helpers every controller uses live here.
-pub mod config_template;
+pub mod catalog_sync;
 pub mod consul_watch;
 pub mod discovery_cluster;
 pub mod kv_config;
@@ -23,8 +23,8 @@ where
 {
     futures::future::join_all([
         tokio::spawn(discovery_cluster::run(ctx.clone(), stopped())),
+        tokio::spawn(catalog_sync::run(ctx.clone(), stopped())),
         tokio::spawn(kv_config::run(ctx.clone(), stopped())),
-        tokio::spawn(config_template::run(ctx.clone(), stopped())),
     ])
     .await;
 }

@@ -246,7 +246,8 @@ pub struct SyncStatus {
     #[serde(default)]
     pub to_kubernetes_services: i64,
     /// Consul services skipped because a Service concord does not own has the name.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Always written (even empty) so that a resolved clash disappears from the status.
+    #[serde(default)]
     pub name_clashes: Vec<String>,
 }
 

@@ -31,6 +31,27 @@ pub struct ControllerArgs {
     /// How long to wait for the CRDs to be Established before giving up.
     #[arg(long, env = "CONCORD_CRD_WAIT_SECONDS", default_value_t = 120)]
     pub crd_wait_seconds: u64,
+    /// Catalog sync defaults for an external DiscoveryCluster without `spec.sync`:
+    /// sync Kubernetes Services to Consul.
+    #[arg(long, env = "CONCORD_SYNC_TO_CONSUL")]
+    pub sync_to_consul: bool,
+    /// ... and sync Services that have no `concord.io/sync` annotation (else opt-in).
+    #[arg(long, env = "CONCORD_SYNC_DEFAULT")]
+    pub sync_default: bool,
+    /// ... and mirror Consul services into Kubernetes.
+    #[arg(long, env = "CONCORD_SYNC_TO_KUBERNETES")]
+    pub sync_to_kubernetes: bool,
+    /// ... into this namespace (default: the DiscoveryCluster's).
+    #[arg(long, env = "CONCORD_SYNC_TARGET_NAMESPACE")]
+    pub sync_target_namespace: Option<String>,
+    /// Period of the catalog sync's full anti-entropy comparison when `spec.sync` does
+    /// not set one (Go duration).
+    #[arg(long, env = "CONCORD_SYNC_ANTI_ENTROPY", value_parser = parse_sync_interval)]
+    pub sync_anti_entropy: Option<std::time::Duration>,
+}
+
+fn parse_sync_interval(s: &str) -> Result<std::time::Duration, String> {
+    crate::resources::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// Why the controller process stopped with an error.

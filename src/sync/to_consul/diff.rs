@@ -1,0 +1,159 @@
+//! Desired instances vs what the catalog holds (pure): the changes that make them equal,
+//! touching only instances this sync owns.
+use super::desired::Instance;
+use crate::consul::{HealthCheck, NodeService, TxnOp};
+use crate::sync::{META_SYNC, SyncIdentity};
+use std::collections::{BTreeMap, HashMap};
+
+/// One change to one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Write the instance; `service`/`check` say which half differs (both for a new one).
+    Upsert { instance: Instance, service: bool, check: bool },
+    /// `name` too: Consul wants the service name with the ID when deleting.
+    Delete { id: String, name: String },
+}
+
+impl Change {
+    pub fn id(&self) -> &str {
+        match self {
+            Change::Upsert { instance, .. } => &instance.id,
+            Change::Delete { id, .. } => id,
+        }
+    }
+
+    /// The transaction operations of this change, in the order Consul needs them
+    /// (a check refers to its service).
+    pub fn ops(&self, node: &str) -> Vec<TxnOp> {
+        match self {
+            Change::Upsert { instance, service, check } => {
+                let mut ops = Vec::with_capacity(2);
+                if *service {
+                    ops.push(TxnOp::ServiceSet { node: node.to_string(), service: instance.node_service() });
+                }
+                if *check {
+                    ops.push(TxnOp::CheckSet(instance.health_check(node)));
+                }
+                ops
+            }
+            // Deleting a service deletes its checks too.
+            Change::Delete { id, name } => vec![TxnOp::ServiceDelete {
+                node: node.to_string(),
+                service_id: id.clone(),
+                service_name: name.clone(),
+            }],
+        }
+    }
+}
+
+/// The changes that turn `actual` into `desired` (both keyed by service ID).
+pub fn diff(desired: &BTreeMap<String, Instance>, actual: &BTreeMap<String, Instance>) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (id, want) in desired {
+        match actual.get(id) {
+            None => changes.push(Change::Upsert { instance: want.clone(), service: true, check: true }),
+            Some(have) => {
+                let service = have.name != want.name
+                    || have.tags != want.tags
+                    || have.address != want.address
+                    || have.port != want.port
+                    || have.meta != want.meta;
+                let check = have.status != want.status || have.output != want.output;
+                if service || check {
+                    changes.push(Change::Upsert { instance: want.clone(), service, check });
+                }
+            }
+        }
+    }
+    for (id, have) in actual {
+        if !desired.contains_key(id) {
+            changes.push(Change::Delete { id: id.clone(), name: have.name.clone() });
+        }
+    }
+    changes
+}
+
+/// The instances on the sync's node that carry its identity, with their checks. Anything
+/// else on the node (someone else's registration) is left out, so it is never touched.
+pub fn owned_instances(
+    identity: &SyncIdentity,
+    services: &[NodeService],
+    checks: &[HealthCheck],
+) -> BTreeMap<String, Instance> {
+    let by_id: HashMap<&str, &HealthCheck> = checks.iter().map(|c| (c.check_id.as_str(), c)).collect();
+    services
+        .iter()
+        .filter(|s| s.meta.get(META_SYNC).map(String::as_str) == Some(identity.as_str()))
+        .map(|s| {
+            let check = by_id.get(super::desired::check_id(&s.id).as_str()).copied();
+            (s.id.clone(), Instance::from_catalog(s, check))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consul::CheckStatus;
+    use crate::sync::META_SYNC;
+
+    fn inst(id: &str, port: u16, status: CheckStatus) -> Instance {
+        Instance {
+            id: id.into(),
+            name: "api".into(),
+            tags: vec!["v1".into()],
+            address: "10.0.0.1".into(),
+            port,
+            meta: [(META_SYNC.to_string(), "me".to_string())].into(),
+            status,
+            output: String::new(),
+        }
+    }
+
+    fn map(v: Vec<Instance>) -> BTreeMap<String, Instance> {
+        v.into_iter().map(|i| (i.id.clone(), i)).collect()
+    }
+
+    #[test]
+    fn finds_gaps_orphans_and_changed_halves() {
+        let desired = map(vec![
+            inst("a", 1, CheckStatus::Passing),
+            inst("b", 2, CheckStatus::Critical),
+            inst("c", 3, CheckStatus::Passing),
+        ]);
+        let actual = map(vec![
+            inst("b", 2, CheckStatus::Passing),
+            inst("c", 4, CheckStatus::Passing),
+            inst("z", 9, CheckStatus::Passing),
+        ]);
+        let changes = diff(&desired, &actual);
+        assert_eq!(changes.len(), 4);
+        assert!(matches!(&changes[0], Change::Upsert { instance, service: true, check: true } if instance.id == "a"));
+        assert!(matches!(&changes[1], Change::Upsert { instance, service: false, check: true } if instance.id == "b"));
+        assert!(matches!(&changes[2], Change::Upsert { instance, service: true, check: false } if instance.id == "c"));
+        assert_eq!(changes[3], Change::Delete { id: "z".into(), name: "api".into() });
+        assert!(diff(&desired, &desired).is_empty());
+    }
+
+    #[test]
+    fn a_new_instance_writes_its_service_before_its_check() {
+        let ops = Change::Upsert { instance: inst("a", 1, CheckStatus::Passing), service: true, check: true }.ops("n");
+        assert!(matches!(&ops[0], TxnOp::ServiceSet { node, service } if node == "n" && service.id == "a"));
+        assert!(
+            matches!(&ops[1], TxnOp::CheckSet(c) if c.check_id == "a/ready" && c.service_id == "a" && c.node == "n")
+        );
+    }
+
+    #[test]
+    fn only_instances_with_our_identity_are_owned() {
+        let me = SyncIdentity::new("me");
+        let mine = inst("a", 1, CheckStatus::Passing);
+        let mut theirs = inst("b", 1, CheckStatus::Passing).node_service();
+        theirs.meta.insert(META_SYNC.into(), "other".into());
+        let mut untagged = inst("c", 1, CheckStatus::Passing).node_service();
+        untagged.meta.clear();
+        let owned = owned_instances(&me, &[mine.node_service(), theirs, untagged], &[mine.health_check("n")]);
+        assert_eq!(owned.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(owned["a"], mine);
+    }
+}

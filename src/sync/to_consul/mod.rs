@@ -1,0 +1,492 @@
+//! Kubernetes → Consul. Watches Services, EndpointSlices and Namespaces into an index
+//! keyed by Service, and keeps one synthetic Consul node (`k8s-sync-<identity>`) holding
+//! exactly the instances [`desired::service_instances`] computes.
+//!
+//! - Incremental: every watch event marks its Service dirty; the loop drains every event
+//!   already waiting, diffs the dirty Services against what it last wrote, and writes.
+//! - Batching: writes go through `/v1/txn`. When idle, a change is written at once in a
+//!   transaction of its own; while a write is in flight, new events pile up and the next
+//!   round carries all of them, packed 64 operations per transaction, a few transactions
+//!   in parallel. Latency first, throughput under bursts, no timer in between.
+//! - Anti-entropy: at start (once every watch has listed) and every `anti_entropy`, the
+//!   catalog's instances on our node with our identity are read back and compared with
+//!   the desired set: orphans are removed, gaps filled. A failed write schedules one too.
+//!   This is what makes a controller killed mid-write converge on restart.
+//! - Ownership: only instances carrying `concord-sync=<identity>` on our node are ever
+//!   changed or removed.
+pub mod batch;
+pub mod desired;
+pub mod diff;
+
+use crate::consul::{self, Node, QueryOptions, TxnOp, TxnOutcome};
+use crate::runtime::Context;
+use crate::sync::status::StatusBoard;
+use crate::sync::{EXTERNAL_SOURCE_KUBERNETES, META_EXTERNAL_SOURCE, META_SYNC, SyncIdentity, ToConsulConfig};
+use desired::{Instance, ServiceKey};
+use diff::Change;
+use futures::stream::{BoxStream, SelectAll};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Resource, ResourceExt};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const CONTROLLER: &str = "catalogsync-to-consul";
+/// Transactions in flight at once during a burst.
+const PARALLEL_TXNS: usize = 4;
+/// The label the EndpointSlice controller (and hand-made slices) name their Service with.
+const SLICE_SERVICE_LABEL: &str = "kubernetes.io/service-name";
+
+/// Why a round of writes failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Consul: {0}")]
+    Consul(#[from] consul::Error),
+    #[error("Consul rolled back a catalog transaction: {0}")]
+    RolledBack(String),
+}
+
+impl Error {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Consul(e) => e.category(),
+            Error::RolledBack(_) => "txn_rolled_back",
+        }
+    }
+}
+
+enum Input {
+    Service(Event<Service>),
+    Slice(Event<EndpointSlice>),
+    Namespace(Event<Namespace>),
+}
+
+/// Services, their slices and namespace states, as the watches last reported them.
+#[derive(Default)]
+struct Index {
+    services: HashMap<ServiceKey, Arc<Service>>,
+    slices: HashMap<ServiceKey, BTreeMap<String, Arc<EndpointSlice>>>,
+    /// (namespace, slice name) → the Service it was filed under.
+    slice_owner: HashMap<(String, String), ServiceKey>,
+    /// Namespace → active (exists and is not being deleted).
+    namespaces: HashMap<String, bool>,
+    relist_services: Option<Vec<Service>>,
+    relist_slices: Option<Vec<EndpointSlice>>,
+    relist_namespaces: Option<Vec<Namespace>>,
+    primed: [bool; 3],
+}
+
+fn key_of<K: Resource>(obj: &K) -> ServiceKey {
+    (obj.meta().namespace.clone().unwrap_or_default(), obj.meta().name.clone().unwrap_or_default())
+}
+
+fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
+    let name = slice.metadata.labels.as_ref()?.get(SLICE_SERVICE_LABEL)?;
+    Some((slice.metadata.namespace.clone().unwrap_or_default(), name.clone()))
+}
+
+impl Index {
+    fn is_primed(&self) -> bool {
+        self.primed.iter().all(|p| *p)
+    }
+
+    fn namespace_active(&self, ns: &str) -> bool {
+        self.namespaces.get(ns).copied().unwrap_or(false)
+    }
+
+    fn put_service(&mut self, svc: Service, dirty: &mut BTreeSet<ServiceKey>) {
+        let key = key_of(&svc);
+        dirty.insert(key.clone());
+        self.services.insert(key, Arc::new(svc));
+    }
+
+    fn put_slice(&mut self, slice: EndpointSlice, dirty: &mut BTreeSet<ServiceKey>) {
+        let (ns, name) = key_of(&slice);
+        self.remove_slice(&ns, &name, dirty);
+        if let Some(owner) = slice_service(&slice) {
+            dirty.insert(owner.clone());
+            self.slice_owner.insert((ns, name.clone()), owner.clone());
+            self.slices.entry(owner).or_default().insert(name, Arc::new(slice));
+        }
+    }
+
+    fn remove_slice(&mut self, ns: &str, name: &str, dirty: &mut BTreeSet<ServiceKey>) {
+        if let Some(owner) = self.slice_owner.remove(&(ns.to_string(), name.to_string())) {
+            if let Some(m) = self.slices.get_mut(&owner) {
+                m.remove(name);
+                if m.is_empty() {
+                    self.slices.remove(&owner);
+                }
+            }
+            dirty.insert(owner);
+        }
+    }
+
+    fn dirty_namespace(&self, ns: &str, dirty: &mut BTreeSet<ServiceKey>) {
+        dirty.extend(self.services.keys().filter(|(n, _)| n == ns).cloned());
+    }
+
+    fn apply(&mut self, input: Input, dirty: &mut BTreeSet<ServiceKey>) {
+        match input {
+            Input::Service(ev) => match ev {
+                Event::Apply(s) => self.put_service(s, dirty),
+                Event::Delete(s) => {
+                    let key = key_of(&s);
+                    self.services.remove(&key);
+                    dirty.insert(key);
+                }
+                Event::Init => self.relist_services = Some(Vec::new()),
+                Event::InitApply(s) => self.relist_services.get_or_insert_with(Vec::new).push(s),
+                Event::InitDone => {
+                    // A relist may hide deletes: everything old and new is dirty.
+                    dirty.extend(self.services.keys().cloned());
+                    self.services.clear();
+                    for s in self.relist_services.take().unwrap_or_default() {
+                        self.put_service(s, dirty);
+                    }
+                    self.primed[0] = true;
+                }
+            },
+            Input::Slice(ev) => match ev {
+                Event::Apply(s) => self.put_slice(s, dirty),
+                Event::Delete(s) => {
+                    let (ns, name) = key_of(&s);
+                    self.remove_slice(&ns, &name, dirty);
+                }
+                Event::Init => self.relist_slices = Some(Vec::new()),
+                Event::InitApply(s) => self.relist_slices.get_or_insert_with(Vec::new).push(s),
+                Event::InitDone => {
+                    dirty.extend(self.slices.keys().cloned());
+                    self.slices.clear();
+                    self.slice_owner.clear();
+                    for s in self.relist_slices.take().unwrap_or_default() {
+                        self.put_slice(s, dirty);
+                    }
+                    self.primed[1] = true;
+                }
+            },
+            Input::Namespace(ev) => match ev {
+                Event::Apply(n) => {
+                    let name = n.name_any();
+                    self.namespaces.insert(name.clone(), n.metadata.deletion_timestamp.is_none());
+                    self.dirty_namespace(&name, dirty);
+                }
+                Event::Delete(n) => {
+                    let name = n.name_any();
+                    self.namespaces.remove(&name);
+                    self.dirty_namespace(&name, dirty);
+                }
+                Event::Init => self.relist_namespaces = Some(Vec::new()),
+                Event::InitApply(n) => self.relist_namespaces.get_or_insert_with(Vec::new).push(n),
+                Event::InitDone => {
+                    self.namespaces = self
+                        .relist_namespaces
+                        .take()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|n| (n.name_any(), n.metadata.deletion_timestamp.is_none()))
+                        .collect();
+                    dirty.extend(self.services.keys().cloned());
+                    self.primed[2] = true;
+                }
+            },
+        }
+    }
+
+    fn desired_for(&self, cfg: &ToConsulConfig, key: &ServiceKey) -> desired::Desired {
+        let Some(svc) = self.services.get(key) else { return desired::Desired::default() };
+        let slices: Vec<&EndpointSlice> =
+            self.slices.get(key).map(|m| m.values().map(|s| s.as_ref()).collect()).unwrap_or_default();
+        desired::service_instances(cfg, svc, &slices, self.namespace_active(&key.0))
+    }
+}
+
+/// What this sync believes the catalog holds (its own instances), by ID and by Service.
+#[derive(Default)]
+struct Applied {
+    by_id: BTreeMap<String, Instance>,
+    by_key: HashMap<ServiceKey, BTreeSet<String>>,
+}
+
+impl Applied {
+    fn reset(&mut self, actual: BTreeMap<String, Instance>) {
+        self.by_key.clear();
+        for (id, i) in &actual {
+            self.by_key.entry(i.key()).or_default().insert(id.clone());
+        }
+        self.by_id = actual;
+    }
+
+    fn of_key(&self, key: &ServiceKey) -> BTreeMap<String, Instance> {
+        self.by_key
+            .get(key)
+            .map(|ids| ids.iter().filter_map(|id| self.by_id.get(id).map(|i| (id.clone(), i.clone()))).collect())
+            .unwrap_or_default()
+    }
+
+    fn record(&mut self, change: &Change) {
+        match change {
+            Change::Upsert { instance, .. } => {
+                if let Some(old) = self.by_id.insert(instance.id.clone(), instance.clone())
+                    && old.key() != instance.key()
+                    && let Some(ids) = self.by_key.get_mut(&old.key())
+                {
+                    ids.remove(&old.id);
+                }
+                self.by_key.entry(instance.key()).or_default().insert(instance.id.clone());
+            }
+            Change::Delete { id, .. } => {
+                if let Some(old) = self.by_id.remove(id) {
+                    let key = old.key();
+                    if let Some(ids) = self.by_key.get_mut(&key) {
+                        ids.remove(id);
+                        if ids.is_empty() {
+                            self.by_key.remove(&key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn watch<K>(api: Api<K>, cfg: watcher::Config) -> BoxStream<'static, Event<K>>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    watcher::watcher(api, cfg)
+        .default_backoff()
+        .modify(|o: &mut K| {
+            // Field ownership bookkeeping is most of an object's size; we never read it.
+            o.meta_mut().managed_fields = None;
+        })
+        .filter_map(|r| async move {
+            match r {
+                Ok(ev) => Some(ev),
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch failed; retrying");
+                    None
+                }
+            }
+        })
+        .boxed()
+}
+
+/// The synthetic node this sync's instances live on.
+pub fn sync_node(identity: &SyncIdentity) -> Node {
+    Node {
+        node: identity.node_name(),
+        address: "127.0.0.1".into(),
+        meta: [
+            (META_EXTERNAL_SOURCE.to_string(), EXTERNAL_SOURCE_KUBERNETES.to_string()),
+            (META_SYNC.to_string(), identity.as_str().to_string()),
+        ]
+        .into(),
+        ..Default::default()
+    }
+}
+
+/// Reads this sync's instances back from the catalog, and makes sure its node exists.
+async fn read_owned(consul: &consul::Client, identity: &SyncIdentity) -> Result<BTreeMap<String, Instance>, Error> {
+    let node = identity.node_name();
+    let services = consul.catalog_node_services(&node, &QueryOptions::default()).await?.value;
+    let want = sync_node(identity);
+    let node_ok = services.as_ref().is_some_and(|s| s.node.meta == want.meta && s.node.address == want.address);
+    if !node_ok {
+        match consul.txn(&[TxnOp::NodeSet(want)]).await? {
+            TxnOutcome::Committed(_) => {}
+            TxnOutcome::RolledBack { errors, .. } => {
+                return Err(Error::RolledBack(errors.into_iter().map(|e| e.what).collect::<Vec<_>>().join("; ")));
+            }
+        }
+    }
+    let checks = consul.health_node(&node, &QueryOptions::default()).await?.value;
+    Ok(diff::owned_instances(identity, &services.map(|s| s.services).unwrap_or_default(), &checks))
+}
+
+/// Writes `changes`, recording each committed transaction in `applied`.
+async fn write(
+    consul: &consul::Client,
+    node: &str,
+    changes: Vec<Change>,
+    applied: &mut Applied,
+) -> Result<usize, Error> {
+    let batches = batch::batches(node, changes, consul::MAX_TXN_OPS);
+    let mut results = futures::stream::iter(batches.into_iter().map(|b| async move {
+        let outcome = consul.txn(&b.ops).await;
+        (b, outcome)
+    }))
+    .buffer_unordered(PARALLEL_TXNS);
+    let mut written = 0;
+    let mut first_error = None;
+    while let Some((b, outcome)) = results.next().await {
+        match outcome {
+            Ok(TxnOutcome::Committed(_)) => {
+                written += b.changes.len();
+                for c in &b.changes {
+                    applied.record(c);
+                }
+            }
+            Ok(TxnOutcome::RolledBack { errors, .. }) => {
+                let what = errors.into_iter().map(|e| e.what).collect::<Vec<_>>().join("; ");
+                first_error.get_or_insert(Error::RolledBack(what));
+            }
+            Err(e) => {
+                first_error.get_or_insert(Error::Consul(e));
+            }
+        }
+    }
+    match first_error {
+        None => Ok(written),
+        Some(e) => Err(e),
+    }
+}
+
+/// Runs Kubernetes → Consul for one DiscoveryCluster until `stop`.
+pub async fn run(
+    ctx: Arc<Context>,
+    cfg: ToConsulConfig,
+    consul: consul::Client,
+    board: Arc<StatusBoard>,
+    stop: CancellationToken,
+) {
+    let node = cfg.identity.node_name();
+    let services: Api<Service> = crate::controllers::watched_api(&ctx);
+    let slices: Api<EndpointSlice> = crate::controllers::watched_api(&ctx);
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let ns_cfg = match &ctx.args.namespace {
+        Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
+        None => watcher::Config::default(),
+    };
+    let mut inputs: SelectAll<BoxStream<'static, Input>> = futures::stream::select_all([
+        watch(services, watcher::Config::default()).map(Input::Service).boxed(),
+        watch(slices, watcher::Config::default()).map(Input::Slice).boxed(),
+        watch(namespaces, ns_cfg).map(Input::Namespace).boxed(),
+    ]);
+
+    let mut index = Index::default();
+    let mut applied = Applied::default();
+    let mut dirty: BTreeSet<ServiceKey> = BTreeSet::new();
+    let mut problems: HashMap<ServiceKey, Vec<String>> = HashMap::new();
+    // When the next full comparison is due; the first runs once the watches are primed.
+    let mut full_due = Instant::now();
+    let mut failures: u32 = 0;
+    tracing::info!(identity = %cfg.identity, node, "Kubernetes → Consul sync started");
+    loop {
+        let primed = index.is_primed();
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            input = inputs.next() => match input {
+                Some(i) => index.apply(i, &mut dirty),
+                None => break,
+            },
+            _ = tokio::time::sleep_until(full_due), if primed => {}
+        }
+        // Drain everything that is already waiting: one write round carries it all.
+        while let Some(Some(i)) = inputs.next().now_or_never() {
+            index.apply(i, &mut dirty);
+        }
+        if !index.is_primed() {
+            continue;
+        }
+        let full = Instant::now() >= full_due;
+        let keys: Vec<ServiceKey> = if full {
+            dirty.clear();
+            match read_owned(&consul, &cfg.identity).await {
+                Ok(actual) => applied.reset(actual),
+                Err(e) => {
+                    failures += 1;
+                    ctx.metrics.reconcile_failed(CONTROLLER, e.category());
+                    tracing::warn!(error = %e, identity = %cfg.identity, "cannot read the catalog; retrying");
+                    full_due = Instant::now() + crate::runtime::context::backoff_delay(failures, rand::random());
+                    continue;
+                }
+            }
+            index.services.keys().chain(applied.by_key.keys()).cloned().collect::<BTreeSet<_>>().into_iter().collect()
+        } else {
+            std::mem::take(&mut dirty).into_iter().collect()
+        };
+        if keys.is_empty() {
+            if full {
+                full_due = Instant::now() + cfg.anti_entropy;
+            }
+            continue;
+        }
+        let _timer = ctx.metrics.reconcile_started(CONTROLLER);
+        let mut changes = Vec::new();
+        for key in &keys {
+            let d = index.desired_for(&cfg, key);
+            report_problems(&ctx, &index, key, d.problems, &mut problems).await;
+            let want: BTreeMap<String, Instance> = d.instances.into_iter().map(|i| (i.id.clone(), i)).collect();
+            changes.extend(diff::diff(&want, &applied.of_key(key)));
+        }
+        let n = changes.len();
+        match write(&consul, &node, changes, &mut applied).await {
+            Ok(written) => {
+                failures = 0;
+                if full {
+                    tracing::info!(identity = %cfg.identity, changes = written, instances = applied.by_id.len(), "anti-entropy pass done");
+                    full_due = Instant::now() + cfg.anti_entropy;
+                } else {
+                    tracing::debug!(changes = written, "catalog updated");
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                ctx.metrics.reconcile_failed(CONTROLLER, e.category());
+                tracing::warn!(error = %e, changes = n, identity = %cfg.identity, "catalog write failed; a full comparison follows");
+                full_due = Instant::now() + crate::runtime::context::backoff_delay(failures, rand::random());
+            }
+        }
+        let count = applied.by_id.len() as i64;
+        board.update(|s| s.to_consul_instances = count);
+    }
+    tracing::info!(identity = %cfg.identity, "Kubernetes → Consul sync stopped");
+}
+
+/// Publishes an Event on a Service whose annotations are wrong, once per new problem set.
+async fn report_problems(
+    ctx: &Context,
+    index: &Index,
+    key: &ServiceKey,
+    now: Vec<String>,
+    seen: &mut HashMap<ServiceKey, Vec<String>>,
+) {
+    if now.is_empty() {
+        seen.remove(key);
+        return;
+    }
+    if seen.get(key) == Some(&now) {
+        return;
+    }
+    if let Some(svc) = index.services.get(key) {
+        let reference = svc.object_ref(&());
+        ctx.event(&reference, true, "InvalidSyncAnnotation", "SyncToConsul", now.join("; ")).await;
+    }
+    seen.insert(key.clone(), now);
+}
+
+/// Removes every instance this sync owns, and its node when nothing else is left on it
+/// (sync turned off, or its DiscoveryCluster deleted).
+pub async fn remove_all(consul: &consul::Client, identity: &SyncIdentity) -> Result<usize, Error> {
+    let node = identity.node_name();
+    let Some(found) = consul.catalog_node_services(&node, &QueryOptions::default()).await?.value else {
+        return Ok(0);
+    };
+    let owned = diff::owned_instances(identity, &found.services, &[]);
+    let changes: Vec<Change> =
+        owned.values().map(|i| Change::Delete { id: i.id.clone(), name: i.name.clone() }).collect();
+    let mut applied = Applied::default();
+    applied.reset(owned);
+    let n = write(consul, &node, changes, &mut applied).await?;
+    if found.services.len() == n && found.node.meta.get(META_SYNC).map(String::as_str) == Some(identity.as_str()) {
+        consul.txn(&[TxnOp::NodeDelete { node }]).await?;
+    }
+    Ok(n)
+}

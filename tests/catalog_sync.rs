@@ -1,0 +1,419 @@
+//! Catalog sync against a real kube-apiserver and a real three-server Consul: the seed
+//! scenario (api-v1 + api-v2 as one Consul service), DNS through Consul's DNS port,
+//! Consul → Kubernetes, and the loop and ownership rules. The test cluster has no
+//! kubelet, so Services are selector-less with hand-made EndpointSlices.
+mod support;
+
+use concord::consul::{
+    self, CatalogDeregistration, CatalogRegistration, CheckStatus, HealthCheck, NodeService, QueryOptions,
+};
+use hickory_resolver::Resolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use support::{eventually, external_cluster, install_crds, start_controller};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn consul_client(c: &testenv::ConsulCluster) -> consul::Client {
+    consul::Client::new(consul::ClientConfig::new(c.http_addrs())).expect("consul client")
+}
+
+/// A selector-less Service with the given annotations and one port.
+async fn service(client: &kube::Client, ns: &str, name: &str, port: i32, annotations: serde_json::Value) {
+    let obj = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+        "spec": {"ports": [{"name": "http", "port": port}]}
+    });
+    Api::<Service>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&obj))
+        .await
+        .expect("Service applied");
+}
+
+/// A hand-made EndpointSlice for Service `svc`: (address, ready) endpoints on `port`.
+async fn slice(client: &kube::Client, ns: &str, svc: &str, port: i32, endpoints: &[(&str, bool)]) {
+    let name = format!("{svc}-manual");
+    let obj = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints.iter().map(|(a, r)| json!({"addresses": [a], "conditions": {"ready": r}})).collect::<Vec<_>>()
+    });
+    Api::<EndpointSlice>::namespaced(client.clone(), ns)
+        .patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&obj))
+        .await
+        .expect("EndpointSlice applied");
+}
+
+async fn health(c: &consul::Client, name: &str, tags: &[&str], passing: bool) -> Vec<consul::ServiceEntry> {
+    c.health_service(name, tags, passing, &QueryOptions::default()).await.map(|r| r.value).unwrap_or_default()
+}
+
+/// Instances of `name` that came from Kubernetes namespace `ns`.
+async fn synced(c: &consul::Client, name: &str, ns: &str) -> Vec<consul::ServiceEntry> {
+    health(c, name, &[], false)
+        .await
+        .into_iter()
+        .filter(|e| e.service.meta.get("k8s-namespace").map(String::as_str) == Some(ns))
+        .collect()
+}
+
+fn resolver(addr: std::net::SocketAddr) -> Resolver<TokioConnectionProvider> {
+    let mut config = ResolverConfig::new();
+    config.add_name_server(NameServerConfig::new(addr, Protocol::Udp));
+    let mut opts = ResolverOpts::default();
+    opts.cache_size = 0;
+    opts.timeout = Duration::from_secs(2);
+    Resolver::builder_with_config(config, TokioConnectionProvider::default()).with_options(opts).build()
+}
+
+async fn register_external(c: &consul::Client, node: &str, addr: &str, name: &str, port: u16, status: CheckStatus) {
+    c.catalog_register(&CatalogRegistration {
+        node: node.into(),
+        address: addr.into(),
+        service: Some(NodeService {
+            id: format!("{name}-{node}"),
+            service: name.into(),
+            address: addr.into(),
+            port,
+            ..Default::default()
+        }),
+        checks: vec![HealthCheck {
+            check_id: format!("{name}-{node}-alive"),
+            name: "alive".into(),
+            status,
+            service_id: format!("{name}-{node}"),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .await
+    .expect("register");
+}
+
+async fn deregister_external(c: &consul::Client, node: &str, name: &str) {
+    c.catalog_deregister(&CatalogDeregistration {
+        node: node.into(),
+        service_id: format!("{name}-{node}"),
+        ..Default::default()
+    })
+    .await
+    .expect("deregister");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_scenario_api_v1_and_v2_are_one_consul_service_that_follows_readiness_and_answers_dns() {
+    let kube_env = testenv::shared_kube().await;
+    let consul_env = testenv::shared_consul().await;
+    let client = kube_env.client().await;
+    install_crds(&client).await;
+    let ns = kube_env.create_namespace("sync-seed").await;
+    let c = consul_client(consul_env);
+    external_cluster(&client, &ns, &consul_env.http_addrs(), Some(json!({"toConsul": {"enabled": true}}))).await;
+    let _controller = start_controller(client.clone(), &ns, &[]).await;
+
+    let sync = |name: &str, tags: &str| json!({"concord.io/sync": "true", "concord.io/service-name": name, "concord.io/tags": tags});
+    service(&client, &ns, "api-v1", 80, sync("api", "v1,production")).await;
+    service(&client, &ns, "api-v2", 80, sync("api", "v2,canary")).await;
+    service(&client, &ns, "database", 5432, json!({"concord.io/sync": "true"})).await;
+    service(&client, &ns, "cache", 6379, json!({"concord.io/sync": "true"})).await;
+    service(&client, &ns, "not-synced", 80, json!({})).await;
+    slice(&client, &ns, "api-v1", 3001, &[("10.10.0.1", true)]).await;
+    slice(&client, &ns, "api-v2", 3002, &[("10.10.0.2", true)]).await;
+    slice(&client, &ns, "database", 5432, &[("10.10.0.3", true)]).await;
+    slice(&client, &ns, "cache", 6379, &[("10.10.0.4", true)]).await;
+    slice(&client, &ns, "not-synced", 80, &[("10.10.0.5", true)]).await;
+
+    eventually("api has 2 instances", WAIT, || async {
+        (health(&c, "api", &[], false).await.len() == 2).then_some(())
+    })
+    .await;
+    let v2 = health(&c, "api", &["v2"], false).await;
+    assert_eq!(v2.len(), 1);
+    assert_eq!(v2[0].service.port, 3002);
+    assert_eq!(v2[0].service.tags, ["v2", "canary"]);
+    assert_eq!(v2[0].service.meta["external-source"], "kubernetes");
+    assert_eq!(v2[0].service.meta["k8s-service"], "api-v2");
+    eventually("database and cache registered", WAIT, || async {
+        (health(&c, "database", &[], true).await.len() == 1 && health(&c, "cache", &[], true).await.len() == 1)
+            .then_some(())
+    })
+    .await;
+    assert!(health(&c, "not-synced", &[], false).await.is_empty(), "opt-in: no annotation, no sync");
+
+    // DNS, through Consul's own DNS port, with a real DNS client.
+    // Consul DNS reads are stale-allowed (served by any server), so they may trail the
+    // HTTP read above by a moment.
+    let dns = resolver(consul_env.dns_addr(0));
+    let a_records = |name: &'static str| {
+        let dns = &dns;
+        async move {
+            let found = dns.ipv4_lookup(name).await.ok()?;
+            Some(found.iter().map(|a| a.to_string()).collect::<BTreeSet<String>>())
+        }
+    };
+    let two = BTreeSet::from(["10.10.0.1".to_string(), "10.10.0.2".to_string()]);
+    eventually("A api.service.consul → both", WAIT, || async {
+        a_records("api.service.consul.").await.filter(|a| *a == two)
+    })
+    .await;
+    let srv: BTreeSet<u16> =
+        dns.srv_lookup("api.service.consul.").await.expect("SRV api").iter().map(|s| s.port()).collect();
+    assert_eq!(srv, BTreeSet::from([3001, 3002]));
+    let v2a = a_records("v2.api.service.consul.").await.expect("A v2.api");
+    assert_eq!(v2a, BTreeSet::from(["10.10.0.2".to_string()]));
+
+    // Readiness flips: not ready → critical, out of ?passing; ready again → back.
+    slice(&client, &ns, "api-v1", 3001, &[("10.10.0.1", false)]).await;
+    eventually("api-v1 out of ?passing", WAIT, || async {
+        (health(&c, "api", &[], true).await.len() == 1).then_some(())
+    })
+    .await;
+    let all = health(&c, "api", &[], false).await;
+    let v1 = all.iter().find(|e| e.service.port == 3001).expect("api-v1 still registered");
+    assert_eq!(
+        v1.checks.iter().find(|ch| ch.check_id.ends_with("/ready")).map(|ch| ch.status),
+        Some(CheckStatus::Critical)
+    );
+    let one = BTreeSet::from(["10.10.0.2".to_string()]);
+    eventually("DNS stops answering with the not-ready endpoint", WAIT, || async {
+        a_records("api.service.consul.").await.filter(|a| *a == one)
+    })
+    .await;
+    slice(&client, &ns, "api-v1", 3001, &[("10.10.0.1", true)]).await;
+    eventually("api-v1 passing again", WAIT, || async {
+        (health(&c, "api", &[], true).await.len() == 2).then_some(())
+    })
+    .await;
+
+    // Endpoint added and removed.
+    slice(&client, &ns, "database", 5432, &[("10.10.0.3", true), ("10.10.0.6", true)]).await;
+    eventually("second database endpoint", WAIT, || async {
+        (synced(&c, "database", &ns).await.len() == 2).then_some(())
+    })
+    .await;
+    slice(&client, &ns, "database", 5432, &[("10.10.0.6", true)]).await;
+    eventually("first database endpoint gone", WAIT, || async {
+        let s = synced(&c, "database", &ns).await;
+        (s.len() == 1 && s[0].service.address == "10.10.0.6").then_some(())
+    })
+    .await;
+
+    // Annotation change: new tags reach Consul.
+    service(&client, &ns, "cache", 6379, json!({"concord.io/sync": "true", "concord.io/tags": "hot"})).await;
+    eventually("cache tagged hot", WAIT, || async {
+        (health(&c, "cache", &["hot"], false).await.len() == 1).then_some(())
+    })
+    .await;
+
+    // Services deleted: nothing they registered is left.
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    for name in ["api-v1", "api-v2", "database", "cache"] {
+        services.delete(name, &DeleteParams::default()).await.expect("delete");
+    }
+    eventually("catalog emptied", WAIT, || async {
+        let mut left = 0;
+        for name in ["api", "database", "cache"] {
+            left += synced(&c, name, &ns).await.len();
+        }
+        (left == 0).then_some(())
+    })
+    .await;
+    let node = c.catalog_node_services(&format!("k8s-sync-{ns}-consul"), &QueryOptions::default()).await.expect("node");
+    assert!(node.value.map(|n| n.services.is_empty()).unwrap_or(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_service_becomes_a_kubernetes_service_of_its_passing_instances_and_goes_away_with_it() {
+    let kube_env = testenv::shared_kube().await;
+    let consul_env = testenv::shared_consul().await;
+    let client = kube_env.client().await;
+    install_crds(&client).await;
+    let ns = kube_env.create_namespace("sync-tok8s").await;
+    let c = consul_client(consul_env);
+    let name = "billing";
+    register_external(&c, "vm-b1", "10.20.0.1", name, 8080, CheckStatus::Passing).await;
+    register_external(&c, "vm-b2", "10.20.0.2", name, 8080, CheckStatus::Passing).await;
+    register_external(&c, "vm-b3", "10.20.0.3", name, 8080, CheckStatus::Critical).await;
+    external_cluster(&client, &ns, &consul_env.http_addrs(), Some(json!({"toKubernetes": {"enabled": true}}))).await;
+    let _controller = start_controller(client.clone(), &ns, &[]).await;
+
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), &ns);
+    let ready_addresses = || async {
+        let list = slices.list(&ListParams::default().labels("kubernetes.io/service-name=billing")).await.ok()?;
+        let mut addrs: Vec<String> = list
+            .items
+            .iter()
+            .flat_map(|s| s.endpoints.iter())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+            .flat_map(|e| e.addresses.clone())
+            .collect();
+        addrs.sort();
+        Some(addrs)
+    };
+    let svc = eventually("Service billing", WAIT, || async { services.get_opt(name).await.ok().flatten() }).await;
+    assert_eq!(svc.metadata.labels.as_ref().expect("labels")["app.kubernetes.io/managed-by"], "concord");
+    assert_eq!(svc.metadata.annotations.as_ref().expect("annotations")["concord.io/consul-service"], "billing");
+    assert!(svc.spec.as_ref().and_then(|s| s.selector.as_ref()).is_none(), "selector-less");
+    eventually("2 ready addresses", WAIT, || async {
+        ready_addresses().await.filter(|a| *a == ["10.20.0.1", "10.20.0.2"])
+    })
+    .await;
+
+    register_external(&c, "vm-b3", "10.20.0.3", name, 8080, CheckStatus::Passing).await;
+    eventually("3 ready addresses", WAIT, || async { ready_addresses().await.filter(|a| a.len() == 3) }).await;
+    register_external(&c, "vm-b1", "10.20.0.1", name, 8080, CheckStatus::Critical).await;
+    eventually("critical instance leaves the slice", WAIT, || async {
+        ready_addresses().await.filter(|a| *a == ["10.20.0.2", "10.20.0.3"])
+    })
+    .await;
+
+    for node in ["vm-b1", "vm-b2", "vm-b3"] {
+        deregister_external(&c, node, name).await;
+    }
+    eventually("Service billing gone", WAIT, || async {
+        services.get_opt(name).await.ok().flatten().is_none().then_some(())
+    })
+    .await;
+    eventually("its slices gone", WAIT, || async { ready_addresses().await.filter(|a| a.is_empty()) }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_loops_back_and_nothing_owned_by_others_is_touched() {
+    let kube_env = testenv::shared_kube().await;
+    let consul_env = testenv::shared_consul().await;
+    let client = kube_env.client().await;
+    install_crds(&client).await;
+    let ns = kube_env.create_namespace("sync-loops").await;
+    let c = consul_client(consul_env);
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+
+    // Someone else's "orders" instance (another node) and a Service concord does not own
+    // under the name a Consul service wants.
+    register_external(&c, "vm-orders", "10.30.0.9", "orders", 9000, CheckStatus::Passing).await;
+    let foreign_before = health(&c, "orders", &[], false).await;
+    assert_eq!(foreign_before.len(), 1);
+    service(&client, &ns, "inventory-clash", 80, json!({"owner": "someone-else"})).await;
+    register_external(&c, "vm-inv", "10.30.0.2", "inventory-clash", 7000, CheckStatus::Passing).await;
+    register_external(&c, "vm-inv", "10.30.0.1", "inventory", 7000, CheckStatus::Passing).await;
+
+    // A Kubernetes Service synced to Consul under the same name "orders".
+    service(&client, &ns, "orders", 80, json!({})).await;
+    slice(&client, &ns, "orders", 9000, &[("10.30.0.10", true)]).await;
+
+    external_cluster(
+        &client,
+        &ns,
+        &consul_env.http_addrs(),
+        Some(json!({"toConsul": {"enabled": true, "defaultSync": true}, "toKubernetes": {"enabled": true},
+                    "antiEntropyInterval": "2s"})),
+    )
+    .await;
+    let _controller = start_controller(client.clone(), &ns, &[]).await;
+
+    eventually("orders synced next to the foreign one", WAIT, || async {
+        (synced(&c, "orders", &ns).await.len() == 1).then_some(())
+    })
+    .await;
+    let mirrored =
+        eventually("inventory mirrored", WAIT, || async { services.get_opt("inventory").await.ok().flatten() }).await;
+    assert_eq!(mirrored.metadata.labels.as_ref().expect("labels")["concord.io/sync-identity"], format!("{ns}-consul"));
+
+    // A marker that passes through both directions after everything above: once it is
+    // through, the sync has seen (and decided on) the earlier state.
+    register_external(&c, "vm-mark", "10.30.0.99", "loops-marker", 1, CheckStatus::Passing).await;
+    service(&client, &ns, "k8s-marker", 80, json!({})).await;
+    slice(&client, &ns, "k8s-marker", 1, &[("10.30.0.98", true)]).await;
+    eventually("markers through", WAIT, || async {
+        let k8s = services.get_opt("loops-marker").await.ok().flatten().is_some();
+        let consul = synced(&c, "k8s-marker", &ns).await.len() == 1;
+        (k8s && consul).then_some(())
+    })
+    .await;
+    // Let a few anti-entropy passes (every 2 s) run over the foreign instance: wait for
+    // the status the sync writes to report the clash, which needs a full catalog round.
+    let dcs = Api::<concord::resources::DiscoveryCluster>::namespaced(client.clone(), &ns);
+    eventually("clash reported in status", WAIT, || async {
+        let dc = dcs.get("consul").await.ok()?;
+        let clashes = dc.status?.sync?.name_clashes;
+        clashes.iter().any(|l| l.starts_with("inventory-clash:")).then_some(())
+    })
+    .await;
+
+    // Synced "orders" never came back as a mirrored Service; the only "orders" is ours.
+    let orders = services.get("orders").await.expect("orders");
+    assert!(orders.metadata.labels.as_ref().is_none_or(|l| !l.contains_key("concord.io/sync-identity")));
+    let mirrored_names: Vec<String> = services
+        .list(&ListParams::default().labels("concord.io/sync-identity"))
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .filter_map(|s| s.metadata.annotations.as_ref()?.get("concord.io/consul-service").cloned())
+        .collect();
+    assert!(!mirrored_names.iter().any(|n| n == "orders" || n == "k8s-marker"), "{mirrored_names:?}");
+    // The external "inventory" was never registered back from its mirror.
+    let inv = health(&c, "inventory", &[], false).await;
+    assert_eq!(inv.len(), 1);
+    assert!(inv[0].service.meta.get("external-source").is_none());
+    // The clashing Service was left alone, and an Event says why.
+    let clash = services.get("inventory-clash").await.expect("clash svc");
+    assert_eq!(clash.metadata.annotations.as_ref().expect("ann")["owner"], "someone-else");
+    assert!(clash.metadata.labels.as_ref().is_none_or(|l| !l.contains_key("concord.io/sync-identity")));
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
+    eventually("ServiceNameClash event", WAIT, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.iter().any(|e| e.reason.as_deref() == Some("ServiceNameClash")).then_some(())
+    })
+    .await;
+
+    // Someone else's registration on our own node, without our identity: left alone too.
+    let node = format!("k8s-sync-{ns}-consul");
+    c.catalog_register(&CatalogRegistration {
+        node: node.clone(),
+        address: "127.0.0.1".into(),
+        service: Some(NodeService { id: "squatter".into(), service: "squatter".into(), port: 1, ..Default::default() }),
+        skip_node_update: true,
+        ..Default::default()
+    })
+    .await
+    .expect("register on sync node");
+
+    // Deleting our "orders" removes ours only; the foreign one is unchanged.
+    services.delete("orders", &DeleteParams::default()).await.expect("delete orders");
+    eventually("our orders instance gone", WAIT, || async { synced(&c, "orders", &ns).await.is_empty().then_some(()) })
+        .await;
+    let foreign_after = health(&c, "orders", &[], false).await;
+    assert_eq!(foreign_after.len(), 1);
+    assert_eq!(foreign_after[0].service.modify_index, foreign_before[0].service.modify_index);
+
+    // Turning the direction off removes what it registered, and only that.
+    let patch = json!({"spec": {"sync": {"toConsul": {"enabled": false, "defaultSync": true},
+                                         "toKubernetes": {"enabled": true}, "antiEntropyInterval": "2s"}}});
+    dcs.patch("consul", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("turn off");
+    eventually("k8s-marker removed when sync is off", WAIT, || async {
+        synced(&c, "k8s-marker", &ns).await.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(health(&c, "squatter", &[], false).await.len(), 1, "foreign instance on our node survives");
+    assert_eq!(health(&c, "orders", &[], false).await.len(), 1);
+
+    for (node, name) in
+        [("vm-orders", "orders"), ("vm-inv", "inventory"), ("vm-inv", "inventory-clash"), ("vm-mark", "loops-marker")]
+    {
+        deregister_external(&c, node, name).await;
+    }
+    let _ = c
+        .catalog_deregister(&CatalogDeregistration { node, service_id: "squatter".into(), ..Default::default() })
+        .await;
+}
