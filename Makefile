@@ -16,9 +16,10 @@ demo: testenv
 	cargo build -q -p testenv --bin concord-demo
 	$(CARGO_TARGET_DIR)/debug/concord-demo --concord $(CARGO_TARGET_DIR)/debug/concord --examples examples
 
-# Builds (once per machine) etcd, kube-apiserver, kube-controller-manager and consul.
+# Builds (once per machine) etcd, kube-apiserver, kube-controller-manager, consul and helm.
 testenv:
 	scripts/testenv.sh
+	scripts/helm.sh
 
 lint:
 	cargo fmt --all -- --check

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::time::Instant;
@@ -26,6 +27,10 @@ pub struct Metrics {
     pub duration: Family<ControllerLabels, Histogram>,
     /// Out-of-band edits in Consul that concord reverted.
     pub drift_corrections: Family<ControllerLabels, Counter>,
+    /// 1 while this process holds the leader Lease (or runs without leader election).
+    pub leader: Gauge,
+    /// Times this process became the leader.
+    pub leader_transitions: Counter,
 }
 
 impl Default for Metrics {
@@ -45,7 +50,11 @@ impl Default for Metrics {
             "Out-of-band edits in Consul that were reverted",
             drift_corrections.clone(),
         );
-        Self { registry, reconciliations, failures, duration, drift_corrections }
+        let leader = Gauge::default();
+        let leader_transitions = Counter::default();
+        registry.register("leader", "1 while this replica leads and runs the controllers", leader.clone());
+        registry.register("leader_transitions", "Times this replica became the leader", leader_transitions.clone());
+        Self { registry, reconciliations, failures, duration, drift_corrections, leader, leader_transitions }
     }
 }
 

@@ -3,6 +3,7 @@
 //! SIGTERM or Ctrl-C (in-flight reconciles finish, then the process exits).
 pub mod context;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod readiness;
 pub mod telemetry;
@@ -57,6 +58,45 @@ fn parse_sync_interval(s: &str) -> Result<std::time::Duration, String> {
 /// Why the controller process stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// Run the controllers only while this process holds a coordination.k8s.io Lease, so
+    /// that of 2+ replicas exactly one writes (the others stand by, ready to take over).
+    #[arg(long, env = "CONCORD_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Name of the leader election Lease.
+    #[arg(long, env = "CONCORD_LEASE_NAME", default_value = "concord-controller")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the `--namespace` watched, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// How long a Lease holds without renewal before a standby takes over (Go duration,
+    /// whole seconds). The leader gives up after 2/3 of it without a renewal.
+    #[arg(long, env = "CONCORD_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
+    pub lease_duration: std::time::Duration,
+}
+
+impl ControllerArgs {
+    /// The leader election settings; the identity is `$POD_NAME` (or the host name) plus
+    /// a random suffix, unique to this process.
+    pub fn lease_config(&self) -> leader::LeaseConfig {
+        leader::LeaseConfig {
+            name: self.lease_name.clone(),
+            namespace: self
+                .lease_namespace
+                .clone()
+                .or_else(|| self.namespace.clone())
+                .unwrap_or_else(|| "default".to_string()),
+            identity: leader::identity(std::env::var("POD_NAME").ok()),
+            duration: self.lease_duration,
+        }
+    }
+}
+
+fn parse_lease_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::resources::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(1) || d.subsec_nanos() != 0 {
+        return Err(format!("{s}: a Lease duration is a whole number of seconds, at least 1s"));
+    }
+    Ok(d)
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("cannot load a Kubernetes config (kubeconfig or in-cluster): {0}")]
@@ -78,6 +118,8 @@ pub fn main(args: ControllerArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| RunError::Runtime(e).to_string())?;
+    #[error("lost the leader Lease {0}; exiting so that this replica restarts as a standby")]
+    LostLease(String),
     runtime.block_on(run(args, shutdown_signal())).map_err(|e| e.to_string())
 }
 
@@ -148,8 +190,28 @@ pub async fn run_with_client(
         .map_err(RunError::Crds)?;
     readiness.set("crds", true);
 
-    let ctx = Arc::new(Context::new(client, metrics, readiness, args.clone()));
-    crate::controllers::run_all(ctx, stopped).await;
+    if !args.leader_election {
+        metrics.leader.set(1);
+        let ctx = Arc::new(Context::new(client, metrics, readiness, args.clone()));
+        crate::controllers::run_all(ctx, stopped).await;
+        let _ = server.await;
+        tracing::info!("stopped");
+        return Ok(());
+    }
+
+    // Only the holder of the Lease runs controllers; their stop signal fires on shutdown
+    // or when the Lease is lost.
+    let lease = args.lease_config();
+    let elector = leader::Elector::new(client.clone(), lease.clone());
+    let ctx = Arc::new(Context::new(client, metrics.clone(), readiness.clone(), args.clone()));
+    let outcome = leader::run_when_leader(elector, &metrics, &readiness, stop_rx.clone(), |ctl_rx| {
+        crate::controllers::run_all(ctx, move || wait_stopped(ctl_rx.clone()))
+    })
+    .await;
+    if outcome == leader::Outcome::Lost {
+        server.abort();
+        return Err(RunError::LostLease(format!("{}/{}", lease.namespace, lease.name)));
+    }
     let _ = server.await;
     tracing::info!("stopped");
     Ok(())
