@@ -22,6 +22,8 @@ enum Command {
     Controller(Box<concord::runtime::ControllerArgs>),
     /// Render templates from Consul into files and run a command after each change (sidecar / VM).
     Render(Box<concord::render::RenderArgs>),
+    /// Consul KV tools: `concord kv export PREFIX` prints a KVConfig for an existing prefix.
+    Kv(concord::controllers::kv_config::export::KvArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
         Command::Crds { write } => crds(&write),
         Command::Controller(args) => concord::runtime::main(*args),
         Command::Render(args) => concord::render::main(*args),
+        Command::Kv(args) => concord::controllers::kv_config::export::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

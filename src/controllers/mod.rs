@@ -5,6 +5,7 @@ pub mod catalog_sync;
 pub mod consul_watch;
 pub mod discovery_cluster;
 pub mod kv_config;
+pub mod service_intention;
 
 use crate::runtime::Context;
 use crate::runtime::context::FIELD_MANAGER;
@@ -25,6 +26,7 @@ where
         tokio::spawn(discovery_cluster::run(ctx.clone(), stopped())),
         tokio::spawn(catalog_sync::run(ctx.clone(), stopped())),
         tokio::spawn(kv_config::run(ctx.clone(), stopped())),
+        tokio::spawn(service_intention::run(ctx.clone(), stopped())),
     ])
     .await;
 }
