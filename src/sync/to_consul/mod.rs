@@ -61,7 +61,7 @@ impl Error {
 }
 
 enum Input {
-    Service(Event<Service>),
+    Service(Box<Event<Service>>),
     Slice(Event<EndpointSlice>),
     Namespace(Event<Namespace>),
 }
@@ -133,7 +133,7 @@ impl Index {
 
     fn apply(&mut self, input: Input, dirty: &mut BTreeSet<ServiceKey>) {
         match input {
-            Input::Service(ev) => match ev {
+            Input::Service(ev) => match *ev {
                 Event::Apply(s) => self.put_service(s, dirty),
                 Event::Delete(s) => {
                     let key = key_of(&s);
@@ -365,7 +365,7 @@ pub async fn run(
         None => watcher::Config::default(),
     };
     let mut inputs: SelectAll<BoxStream<'static, Input>> = futures::stream::select_all([
-        watch(services, watcher::Config::default()).map(Input::Service).boxed(),
+        watch(services, watcher::Config::default()).map(|e| Input::Service(Box::new(e))).boxed(),
         watch(slices, watcher::Config::default()).map(Input::Slice).boxed(),
         watch(namespaces, ns_cfg).map(Input::Namespace).boxed(),
     ]);
