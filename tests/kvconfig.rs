@@ -345,3 +345,50 @@ async fn kvconfig_leader_sigkill_during_apply_loses_nothing() {
     assert_all_keys(&env, &prefix, n).await;
     env.controller.stop().await;
 }
+
+/// Benchmark, not a test: `cargo test --release --test kvconfig -- --ignored --nocapture`.
+/// Prints the apply time of 5,000 keys (3 runs) and the edit→revert latency
+/// distribution of 200 hand edits under Enforce; BENCHMARKS.md records the numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly"]
+async fn bench_kvconfig_apply_5000_keys_and_edit_to_revert() {
+    let env = setup(testenv::shared_consul().await).await;
+    for run in 0..3 {
+        let prefix = env.prefix(&format!("bench-{run}/"));
+        let name = format!("bench-{run}");
+        let started = Instant::now();
+        env.apply(&name, json!({ "prefix": prefix, "keys": many_keys(5000) })).await;
+        env.synced(&name, "True", "Synced").await;
+        eprintln!("BENCH apply 5000 keys run {run}: {:?}", started.elapsed());
+        assert_all_keys(&env, &prefix, 5000).await;
+    }
+    let prefix = env.prefix("bench-drift/");
+    env.apply("drift", json!({ "prefix": prefix, "keys": [{ "key": "k", "value": "declared" }] })).await;
+    env.synced("drift", "True", "Synced").await;
+    let key = format!("{prefix}k");
+    let mut latencies = Vec::new();
+    for i in 0..200 {
+        env.hand_edit(&key, &format!("edit-{i}")).await;
+        let edited = Instant::now();
+        let mut index = env.get(&key).await.expect("key").2;
+        for _ in 0..100 {
+            let resp = env.consul.kv_get(&key, &QueryOptions::blocking(index, WAIT)).await.expect("get");
+            let pair = resp.value.expect("key");
+            if pair.value == "declared" {
+                break;
+            }
+            index = resp.index;
+        }
+        latencies.push(edited.elapsed());
+    }
+    latencies.sort();
+    let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
+    eprintln!(
+        "BENCH edit->revert n=200 p50 {:?} p90 {:?} p99 {:?} max {:?}",
+        pct(50),
+        pct(90),
+        pct(99),
+        latencies[199]
+    );
+    env.controller.stop().await;
+}
