@@ -1,0 +1,455 @@
+//! The Helm chart against real tools and a real API server: `helm lint` and
+//! `helm template` (helm built by scripts/helm.sh), every rendered manifest accepted by
+//! kube-apiserver's server-side dry-run, and the RBAC proof: the controller runs as the
+//! chart's ServiceAccount (impersonated, RBAC authorization on) and every controller
+//! does its job with exactly the chart's permissions, while anything else is refused.
+mod support;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::discovery::{Discovery, Scope};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use support::{eventually, external_cluster, install_crds, start_controller};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn chart_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/concord")
+}
+
+fn helm() -> PathBuf {
+    testenv::binary("helm").unwrap_or_else(|e| panic!("{e} (scripts/helm.sh builds it; `make test` runs it)"))
+}
+
+/// Runs helm; Ok(stdout) on success, Err(stderr) on failure.
+fn run_helm(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(helm())
+        .args(args)
+        // No repositories, no cache in $HOME: helm needs neither for lint and template.
+        .env("HELM_CACHE_HOME", std::env::temp_dir().join("concord-helm-cache"))
+        .env("HELM_CONFIG_HOME", std::env::temp_dir().join("concord-helm-config"))
+        .env("HELM_DATA_HOME", std::env::temp_dir().join("concord-helm-data"))
+        .output()
+        .expect("helm runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() { Ok(stdout) } else { Err(format!("{stderr}{stdout}")) }
+}
+
+/// `helm template` with `--set` pairs, parsed into one JSON value per document.
+fn render(release: &str, namespace: &str, sets: &[&str], extra: &[&str]) -> Vec<Value> {
+    let chart = chart_dir();
+    let mut args = vec!["template", release, chart.to_str().expect("utf-8 path"), "--namespace", namespace];
+    args.extend_from_slice(extra);
+    for s in sets {
+        args.extend_from_slice(&["--set", s]);
+    }
+    let yaml = run_helm(&args).unwrap_or_else(|e| panic!("helm template {sets:?} failed: {e}"));
+    serde_yaml::Deserializer::from_str(&yaml)
+        .filter_map(|doc| {
+            let v: Value = serde::Deserialize::deserialize(doc).expect("rendered YAML parses");
+            (!v.is_null()).then_some(v)
+        })
+        .collect()
+}
+
+fn kind_of(v: &Value) -> &str {
+    v["kind"].as_str().unwrap_or_default()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter().find(|d| kind_of(d) == kind).unwrap_or_else(|| panic!("no {kind} rendered"))
+}
+
+#[test]
+fn chart_lints_clean_and_its_schema_refuses_bad_values() {
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("utf-8 path");
+    for sets in [
+        vec![],
+        vec!["--set", "discoveryCluster.create=false,replicaCount=1,leaderElection.enabled=false"],
+        vec![
+            "--set",
+            "watchNamespace=apps,rbac.create=false,serviceAccount.create=false,metrics.service.enabled=false",
+        ],
+    ] {
+        let mut args = vec!["lint", "--strict", chart];
+        args.extend_from_slice(&sets);
+        let out = run_helm(&args).unwrap_or_else(|e| panic!("helm lint {sets:?}: {e}"));
+        assert!(out.contains("0 chart(s) failed"), "{out}");
+    }
+    for (set, complaint) in [
+        ("discoveryCluster.replicas=4", "/discoveryCluster/replicas"),
+        ("replicaCount=2,leaderElection.enabled=false", "allOf"),
+        ("leaderElection.leaseDuration=1500ms", "/leaderElection/leaseDuration"),
+        ("logFormat=xml", "/logFormat"),
+        ("discoveryCluster.snapshots.location=ftp://x", "/discoveryCluster/snapshots/location"),
+        ("unknownKey=1", "unknownKey"),
+    ] {
+        let err = run_helm(&["template", "x", chart, "--set", set]).expect_err(set);
+        assert!(err.contains(complaint), "--set {set}: expected a complaint about {complaint}, got {err}");
+    }
+}
+
+#[test]
+fn rendered_defaults_are_ha_and_locked_down() {
+    let docs = render("concord", "concord", &[], &[]);
+    let deploy = find(&docs, "Deployment");
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    let pod = &deploy["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"].as_array().expect("args").iter().filter_map(Value::as_str).collect();
+    assert!(args.contains(&"--leader-election"), "{args:?}");
+    assert!(args.contains(&"--lease-name=concord-controller"), "{args:?}");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let dc = find(&docs, "DiscoveryCluster");
+    assert_eq!(dc["spec"]["replicas"], 3);
+    assert_eq!(dc["metadata"]["namespace"], "concord");
+    let hook = find(&docs, "Pod");
+    assert_eq!(hook["metadata"]["annotations"]["helm.sh/hook"], "test");
+    // Leader election off: no Role for the Lease, no flag.
+    let single = render("concord", "concord", &["replicaCount=1", "leaderElection.enabled=false"], &[]);
+    assert!(single.iter().all(|d| kind_of(d) != "Role"));
+    let args = find(&single, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(!args.contains("--leader-election"), "{args}");
+    // The default DiscoveryCluster is a toggle.
+    let without = render("concord", "concord", &["discoveryCluster.create=false"], &[]);
+    assert!(without.iter().all(|d| kind_of(d) != "DiscoveryCluster"));
+}
+
+/// Server-side apply, dry-run: the API server validates (schema, CEL, admission) and
+/// stores nothing.
+async fn dry_run_apply(client: &kube::Client, discovery: &Discovery, doc: &Value) -> Result<(), String> {
+    let (group, version) = match doc["apiVersion"].as_str().unwrap_or_default().split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), doc["apiVersion"].as_str().unwrap_or_default().to_string()),
+    };
+    let gvk = kube::api::GroupVersionKind::gvk(&group, &version, kind_of(doc));
+    let (resource, caps) =
+        discovery.resolve_gvk(&gvk).ok_or_else(|| format!("the API server does not serve {gvk:?}"))?;
+    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+        Scope::Namespaced => {
+            let ns = doc["metadata"]["namespace"].as_str().ok_or_else(|| format!("{name} has no namespace"))?;
+            Api::namespaced_with(client.clone(), ns, &resource)
+        }
+    };
+    api.patch(name, &PatchParams::apply("concord-chart-test").dry_run().force(), &Patch::Apply(doc))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{} {name}: {e}", kind_of(doc)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rendered_manifest_is_accepted_by_the_api_server_dry_run() {
+    let env = testenv::shared_kube().await;
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = env.create_namespace("chart-dry").await;
+    let discovery = Discovery::new(client.clone()).run().await.expect("API discovery");
+    let value_sets: [&[&str]; 3] = [
+        &[],
+        &[
+            "replicaCount=1",
+            "leaderElection.enabled=false",
+            "discoveryCluster.create=false",
+            "watchNamespace=apps",
+            "logLevel=debug",
+        ],
+        &[
+            "discoveryCluster.replicas=5",
+            "discoveryCluster.acl.enabled=false",
+            "discoveryCluster.storage.storageClassName=fast",
+            "discoveryCluster.storage.retainOnDelete=false",
+            "discoveryCluster.sync.toKubernetes.prefix=consul-",
+            "discoveryCluster.snapshots.every=",
+            "snapshots.s3.endpoint=http://minio:9000",
+            "snapshots.s3.credentialsSecret=s3",
+            "snapshots.volume.emptyDir=null",
+            "snapshots.volume.persistentVolumeClaim.claimName=snapshots",
+            "syncDefaults.toConsul=true",
+            "syncDefaults.antiEntropyInterval=1m",
+            "extraArgs={--crd-wait-seconds=30}",
+        ],
+    ];
+    let mut kinds = std::collections::BTreeSet::new();
+    for sets in value_sets {
+        let docs = render("concord", &ns, sets, &["--include-crds"]);
+        assert!(docs.len() >= 9, "{sets:?} rendered only {} documents", docs.len());
+        for doc in &docs {
+            kinds.insert(kind_of(doc).to_string());
+            if let Err(e) = dry_run_apply(&client, &discovery, doc).await {
+                panic!("with --set {sets:?}, the API server refused {e}");
+            }
+        }
+    }
+    let expected = [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "Deployment",
+        "DiscoveryCluster",
+        "Pod",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ];
+    assert_eq!(kinds.iter().map(String::as_str).collect::<Vec<_>>(), expected);
+}
+
+/// Creates (for real) the rendered objects of these kinds.
+async fn apply_kinds(client: &kube::Client, docs: &[Value], kinds: &[&str]) {
+    let discovery = Discovery::new(client.clone()).run().await.expect("API discovery");
+    for doc in docs.iter().filter(|d| kinds.contains(&kind_of(d))) {
+        let gvk = kube::api::GroupVersionKind::gvk(
+            doc["apiVersion"].as_str().and_then(|v| v.split_once('/')).map(|(g, _)| g).unwrap_or(""),
+            doc["apiVersion"].as_str().map(|v| v.rsplit('/').next().unwrap_or(v)).unwrap_or_default(),
+            kind_of(doc),
+        );
+        let (resource, caps) = discovery.resolve_gvk(&gvk).expect("served");
+        let name = doc["metadata"]["name"].as_str().expect("named");
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+            Scope::Namespaced => {
+                Api::namespaced_with(client.clone(), doc["metadata"]["namespace"].as_str().expect("ns"), &resource)
+            }
+        };
+        api.patch(name, &PatchParams::apply("concord-chart-test").force(), &Patch::Apply(doc))
+            .await
+            .unwrap_or_else(|e| panic!("{} {name}: {e}", kind_of(doc)));
+    }
+}
+
+fn is_forbidden<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> bool {
+    matches!(r, Err(kube::Error::Api(ref s)) if s.code == 403)
+}
+
+fn apply_json<K>(client: &kube::Client, ns: &str, obj: Value) -> impl Future<Output = K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    async move {
+        let name = obj["metadata"]["name"].as_str().expect("named").to_string();
+        api.patch(&name, &PatchParams::apply("concord-chart-test").force(), &Patch::Apply(&obj))
+            .await
+            .unwrap_or_else(|e| panic!("applying {name}: {e}"))
+    }
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    let resp = reqwest::get(format!("http://{addr}{path}")).await.ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.text().await.ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_does_its_job_with_exactly_the_charts_rbac_and_nothing_more() {
+    let env = testenv::shared_kube().await;
+    let consul_env = testenv::shared_consul().await;
+    let admin = env.client().await;
+    install_crds(&admin).await;
+    let ns = env.create_namespace("chart-rbac").await;
+    let release = ns.clone();
+
+    // The chart's ServiceAccount and RBAC, for real, in this namespace.
+    let docs = render(&release, &ns, &["discoveryCluster.create=false"], &[]);
+    apply_kinds(&admin, &docs, &["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]).await;
+    let sa = find(&docs, "ServiceAccount")["metadata"]["name"].as_str().expect("sa name").to_string();
+    let as_sa = env.client_impersonating(&sa, &ns).await;
+
+    // Outside the rules: refused. (Polled: RBAC reaches the authorizer through a cache.)
+    eventually("the ServiceAccount may read Services", WAIT, || async {
+        Api::<Service>::namespaced(as_sa.clone(), &ns).list(&ListParams::default()).await.ok()
+    })
+    .await;
+    assert!(is_forbidden(Api::<Pod>::namespaced(as_sa.clone(), &ns).list(&ListParams::default()).await), "Pods");
+    assert!(
+        is_forbidden(Api::<Namespace>::all(as_sa.clone()).delete(&ns, &DeleteParams::default()).await),
+        "deleting a Namespace"
+    );
+    assert!(
+        is_forbidden(Api::<Lease>::namespaced(as_sa.clone(), "default").get_opt("concord-controller").await),
+        "a Lease outside the release namespace"
+    );
+    assert!(
+        is_forbidden(Api::<Lease>::namespaced(as_sa.clone(), &ns).get_opt("someone-elses-lease").await),
+        "a Lease of another name"
+    );
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(as_sa.clone(), &ns);
+    assert!(is_forbidden(deployments.list(&ListParams::default()).await), "listing Deployments");
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(as_sa.clone());
+    assert!(is_forbidden(crds.list(&ListParams::default()).await), "listing every CRD");
+    assert!(is_forbidden(crds.delete("kvconfigs.concord.io", &DeleteParams::default()).await), "deleting a CRD");
+
+    // The controller, as the ServiceAccount, with the chart's leader election flags.
+    let lease_name = "concord-controller";
+    let controller = start_controller(
+        as_sa.clone(),
+        &ns,
+        &["--leader-election", "--lease-namespace", &ns, "--lease-name", lease_name, "--lease-duration", "3s"],
+    )
+    .await;
+    let sync = json!({"toConsul": {"enabled": true}, "toKubernetes": {"enabled": true, "prefix": "ext-"}});
+    external_cluster(&admin, &ns, &consul_env.http_addrs(), Some(sync)).await;
+    let consul = concord::consul::Client::new(concord::consul::ClientConfig::new(consul_env.http_addrs()))
+        .expect("consul client");
+
+    // DiscoveryCluster status (watch, status subresource, Events).
+    let dcs: Api<concord::resources::DiscoveryCluster> = Api::namespaced(admin.clone(), &ns);
+    eventually("DiscoveryCluster Available", WAIT, || async {
+        let dc = dcs.get("consul").await.ok()?;
+        concord::resources::is_condition_true(&dc.status?.conditions, "Available").then_some(())
+    })
+    .await;
+    let lease = Api::<Lease>::namespaced(admin.clone(), &ns).get(lease_name).await.expect("Lease");
+    assert!(lease.spec.and_then(|s| s.holder_identity).is_some(), "the controller holds the Lease");
+
+    // Catalog sync, Kubernetes → Consul (Services, EndpointSlices, Namespaces).
+    let svc = format!("web-{ns}");
+    apply_json::<Service>(
+        &admin,
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": ns, "annotations": {"concord.io/sync": "true", "concord.io/service-name": svc}},
+            "spec": {"ports": [{"name": "http", "port": 80}]}}),
+    )
+    .await;
+    apply_json::<k8s_openapi::api::discovery::v1::EndpointSlice>(
+        &admin,
+        &ns,
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "web-1", "namespace": ns, "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.20.0.1"], "conditions": {"ready": true}}]}),
+    )
+    .await;
+    eventually("web registered in Consul", WAIT, || async {
+        let found = consul.health_service(&svc, &[], true, &Default::default()).await.ok()?;
+        (found.value.len() == 1).then_some(())
+    })
+    .await;
+
+    // Consul → Kubernetes (creates selector-less Services and EndpointSlices).
+    let ext = format!("legacy-{ns}");
+    consul
+        .catalog_register(&concord::consul::CatalogRegistration {
+            node: format!("vm-{ns}"),
+            address: "10.30.0.1".into(),
+            service: Some(concord::consul::NodeService {
+                id: ext.clone(),
+                service: ext.clone(),
+                address: "10.30.0.1".into(),
+                port: 5432,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("register in Consul");
+    let services: Api<Service> = Api::namespaced(admin.clone(), &ns);
+    eventually("the Consul service mirrored as a Kubernetes Service", WAIT, || async {
+        services.get_opt(&format!("ext-{ext}")).await.ok().flatten()
+    })
+    .await;
+
+    // KVConfig (finalizer patch, Consul KV) and ServiceIntention (config entry).
+    let prefix = format!("chart-rbac/{ns}/");
+    apply_json::<concord::resources::KVConfig>(
+        &admin,
+        &ns,
+        json!({"apiVersion": "concord.io/v1alpha1", "kind": "KVConfig", "metadata": {"name": "app", "namespace": ns},
+            "spec": {"prefix": prefix, "keys": [{"key": "level", "value": "info"}]}}),
+    )
+    .await;
+    eventually("KV written", WAIT, || async {
+        let kv = consul.kv_get(&format!("{prefix}level"), &Default::default()).await.ok()?;
+        (kv.value?.value_str()? == "info").then_some(())
+    })
+    .await;
+    let dest = format!("db-{ns}");
+    apply_json::<concord::resources::ServiceIntention>(
+        &admin,
+        &ns,
+        json!({"apiVersion": "concord.io/v1alpha1", "kind": "ServiceIntention", "metadata": {"name": "db", "namespace": ns},
+            "spec": {"destination": dest, "sources": [{"name": "web", "action": "allow"}]}}),
+    )
+    .await;
+    eventually("intentions written", WAIT, || async {
+        consul.service_intentions_get(&dest, &Default::default()).await.ok()?.value.map(|_| ())
+    })
+    .await;
+
+    // ConfigTemplate: reads KV, writes a ConfigMap, stamps the Deployment it rolls.
+    apply_json::<k8s_openapi::api::apps::v1::Deployment>(
+        &admin,
+        &ns,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app", "namespace": ns},
+            "spec": {"selector": {"matchLabels": {"app": "app"}},
+                "template": {"metadata": {"labels": {"app": "app"}}, "spec": {"containers": [{"name": "c", "image": "app"}]}}}}),
+    )
+    .await;
+    apply_json::<concord::resources::ConfigTemplate>(
+        &admin,
+        &ns,
+        json!({"apiVersion": "concord.io/v1alpha1", "kind": "ConfigTemplate", "metadata": {"name": "app", "namespace": ns},
+            "spec": {"template": {"inline": format!("level={{{{key \"{prefix}level\"}}}}\n")},
+                "output": {"configMap": {"name": "app-config", "key": "app.conf"}},
+                "rollout": [{"kind": "Deployment", "name": "app"}]}}),
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
+    eventually("ConfigTemplate output", WAIT, || async {
+        let cm = cms.get_opt("app-config").await.ok()??;
+        (cm.data?.get("app.conf")? == "level=info\n").then_some(())
+    })
+    .await;
+    let deploys: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(admin.clone(), &ns);
+    eventually("rollout annotation on the Deployment", WAIT, || async {
+        let d = deploys.get("app").await.ok()?;
+        let annotations = d.spec?.template.metadata?.annotations?;
+        annotations.keys().any(|k| k.starts_with("concord.io/")).then_some(())
+    })
+    .await;
+
+    // Events were published (events.k8s.io create).
+    let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
+    eventually("an Event from concord", WAIT, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.iter().any(|e| e.reporting_controller.as_deref() == Some("concord")).then_some(())
+    })
+    .await;
+
+    // Every watch primed as the ServiceAccount (a 403 on any watch keeps /readyz false),
+    // and no reconcile failed on the Kubernetes side.
+    let (code, body) =
+        eventually("/readyz", WAIT, || async { http_get(controller.addr, "/readyz").await.filter(|(c, _)| *c == 200) })
+            .await;
+    assert_eq!(code, 200, "{body}");
+    let (_, metrics) = http_get(controller.addr, "/metrics").await.expect("metrics");
+    let kube_failures: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("concord_reconcile_failures") && l.contains("error=\"kube\""))
+        .collect();
+    assert!(kube_failures.is_empty(), "Kubernetes API failures as the ServiceAccount: {kube_failures:?}");
+
+    // Something the controller would need outside the chart's RBAC is still refused:
+    // a ConfigTemplate rolling a DaemonSet could not patch it.
+    let daemonsets: Api<k8s_openapi::api::apps::v1::DaemonSet> = Api::namespaced(as_sa.clone(), &ns);
+    assert!(is_forbidden(daemonsets.get_opt("anything").await), "DaemonSets are not granted");
+    controller.stop().await;
+}
