@@ -6,7 +6,7 @@ CACHE ?= $(HOME)/.cache/concord
 export CARGO_TARGET_DIR ?= $(CACHE)/target
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test demo testenv lint unit crds
+.PHONY: test demo testenv lint unit crds e2e-kind image
 
 test: testenv lint
 	cargo test --workspace --no-fail-fast
@@ -31,3 +31,12 @@ unit:
 # Regenerates crds/ and the chart's CRDs from the Rust types.
 crds:
 	cargo run -q --bin concord -- crds --write crds --write charts/concord/crds
+
+# The container image (Dockerfile: static musl binary on distroless, non-root).
+image:
+	docker build -t concord:dev .
+
+# kind e2e: image, 3-node cluster, helm install, examples, checks, teardown. Needs a
+# Docker engine (fails at once with one line without it); see scripts/e2e-kind.sh.
+e2e-kind:
+	scripts/e2e-kind.sh
