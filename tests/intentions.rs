@@ -153,7 +153,7 @@ async fn intentions_l7_rule_round_trips_and_consul_refusal_is_quoted() {
     let refused = env.synced("api", "False", "ConsulError").await;
     let message =
         find_condition(&refused.status.expect("status").conditions, types::SYNCED).expect("c").message.clone();
-    assert!(message.contains("http"), "Consul's own words: {message}");
+    assert!(message.contains("protocol") && message.contains("L7"), "Consul's own words: {message}");
     assert!(env.entry(&api).await.is_none(), "nothing partially written");
 
     let defaults = ServiceDefaults { kind: "service-defaults", name: api.clone(), protocol: "http" };

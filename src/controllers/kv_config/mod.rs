@@ -200,10 +200,12 @@ async fn apply(obj: Arc<KVConfig>, kctx: &KvContext) -> Result<Action, Error> {
         match write(&handle.consul, p.writes).await {
             Ok(Written::Committed(index)) => last_index = index.max(last_index),
             Ok(Written::LostRace(what)) => last_race = what,
-            Err(e) if e.is_transient() => return Err(Error::Consul(e)),
             Err(e) => {
                 let msg = format!("Consul refused the write: {e}");
                 report(kctx, &obj, ConditionUpdate::new(types::SYNCED, false, "ConsulError", msg), true).await?;
+                if e.is_transient() {
+                    return Err(Error::Consul(e));
+                }
                 return Ok(backoff(kctx, &obj));
             }
         }

@@ -51,6 +51,10 @@ pub struct SiContext {
     store: Store<ServiceIntention>,
     watches: WatchSet,
     trigger: mpsc::UnboundedSender<()>,
+    /// Generation each object last had in sync in Consul: an Update at that same
+    /// generation is an out-of-band edit being reverted (kept here, not read from the
+    /// status, which the watch-triggered reconcile may see a moment late).
+    in_sync: std::sync::Mutex<std::collections::HashMap<String, Option<i64>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,8 +183,15 @@ async fn apply(obj: Arc<ServiceIntention>, sctx: &Arc<SiContext>) -> Result<Acti
     let me = owner(&obj);
     let desired = to_consul(&obj.spec, &me);
     let previous = obj.status.clone().unwrap_or_default();
-    let was_synced =
-        is_condition_true(&previous.conditions, types::SYNCED) && previous.observed_generation == obj.meta().generation;
+    let key = object_key(obj.as_ref());
+    let remembered = sctx.in_sync.lock().ok().and_then(|m| m.get(&key).copied());
+    let was_synced = match remembered {
+        Some(generation) => generation == obj.meta().generation,
+        None => {
+            is_condition_true(&previous.conditions, types::SYNCED)
+                && previous.observed_generation == obj.meta().generation
+        }
+    };
     let mut corrected = false;
     for _ in 0..MAX_ROUNDS {
         let actual = handle
@@ -190,6 +201,9 @@ async fn apply(obj: Arc<ServiceIntention>, sctx: &Arc<SiContext>) -> Result<Acti
             .map_err(Error::Consul)?;
         let cas = match decide(&desired, actual.value.as_ref(), &me.id(), |o| younger.iter().any(|y| y == o)) {
             Decision::InSync { index } => {
+                if let Ok(mut m) = sctx.in_sync.lock() {
+                    m.insert(key.clone(), obj.meta().generation);
+                }
                 if corrected {
                     sctx.ctx
                         .metrics
@@ -218,10 +232,14 @@ async fn apply(obj: Arc<ServiceIntention>, sctx: &Arc<SiContext>) -> Result<Acti
         match handle.consul.config_entry_set(&desired, Some(cas)).await {
             Ok(()) => {}
             Err(e) if e.is_cas_conflict() => {}
-            Err(e) if e.is_transient() => return Err(Error::Consul(e)),
             Err(e) => {
+                // Consul answers some validation failures with a 5xx: the condition quotes
+                // its message either way; transient errors also go through the backoff.
                 let msg = format!("Consul refused the entry: {e}");
                 report(sctx, &obj, ConditionUpdate::new(types::SYNCED, false, "ConsulError", msg), None).await?;
+                if e.is_transient() {
+                    return Err(Error::Consul(e));
+                }
                 return Ok(backoff(sctx, &obj));
             }
         }
@@ -243,6 +261,9 @@ async fn cleanup(obj: Arc<ServiceIntention>, sctx: &Arc<SiContext>) -> Result<Ac
         Err(e) => return Err(Error::Cluster(e)),
     };
     let me = owner(&obj).id();
+    if let Ok(mut m) = sctx.in_sync.lock() {
+        m.remove(&me);
+    }
     for _ in 0..MAX_ROUNDS {
         let current = handle
             .consul
@@ -401,7 +422,13 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync
     let store = controller.store();
     report_ready_when_primed(&ctx, CONTROLLER, store.clone());
     let (trigger, triggered) = mpsc::unbounded();
-    let sctx = Arc::new(SiContext { ctx: ctx.clone(), store, watches: WatchSet::default(), trigger });
+    let sctx = Arc::new(SiContext {
+        ctx: ctx.clone(),
+        store,
+        watches: WatchSet::default(),
+        trigger,
+        in_sync: Default::default(),
+    });
     let importer = tokio::spawn(watch_import_settings(sctx.clone()));
     controller
         .reconcile_all_on(triggered)
