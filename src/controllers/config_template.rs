@@ -499,6 +499,34 @@ mod tests {
     }
 
     #[test]
+    fn the_nginx_example_renders_upstream_servers() {
+        use crate::template::deps::{Data, ServiceInstance, Snapshot};
+        let yaml = include_str!("../../examples/configtemplate-nginx.yaml");
+        let ct: ConfigTemplate = serde_yaml::from_str(yaml).expect("example parses");
+        let text = ct.spec.template.inline.expect("inline template");
+        let mut engine = Engine::compile("example", &text).expect("example compiles");
+        let mut snapshot = Snapshot::default();
+        let instance = ServiceInstance {
+            id: "api-1".into(),
+            name: "api".into(),
+            node: "n".into(),
+            address: "10.0.0.7".into(),
+            node_address: "10.0.0.1".into(),
+            port: 8080,
+            tags: vec![],
+            meta: Default::default(),
+            status: "passing".into(),
+        };
+        snapshot.insert(
+            Dependency::Service { name: "api".into(), tag: None, passing_only: true },
+            Data::Service(vec![instance]),
+        );
+        let out = engine.render(Arc::new(snapshot)).result.expect("renders");
+        assert!(out.contains("server 10.0.0.7:8080;"), "{out}");
+        assert!(Wait::from_spec(ct.spec.wait.as_ref().expect("wait")).is_ok());
+    }
+
+    #[test]
     fn rollout_annotation_keys_are_valid_and_distinct() {
         assert_eq!(rollout_annotation("nginx"), "concord.io/config-hash-nginx");
         let long = "a".repeat(200);
