@@ -2,6 +2,7 @@
 //! desired state (pure) → diff with what exists → apply → write status conditions with
 //! observedGeneration. Helpers every controller uses live here.
 pub mod catalog_sync;
+pub mod config_template;
 pub mod consul_watch;
 pub mod discovery_cluster;
 pub mod kv_config;
@@ -27,6 +28,7 @@ where
         tokio::spawn(catalog_sync::run(ctx.clone(), stopped())),
         tokio::spawn(kv_config::run(ctx.clone(), stopped())),
         tokio::spawn(service_intention::run(ctx.clone(), stopped())),
+        tokio::spawn(config_template::run(ctx.clone(), stopped())),
     ])
     .await;
 }
