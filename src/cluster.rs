@@ -111,6 +111,16 @@ impl ClusterCache {
                 };
                 (external_addresses(&external.address), token)
             }
+            // A managed cluster with ACLs uses the controller token that the ACL bootstrap
+            // stored; before the bootstrap there is none yet, and calls go without one.
+            None if cluster.spec.acl.as_ref().is_some_and(|a| a.enabled) => {
+                let secret = crate::controllers::acl_bootstrap::controller_secret_name(&name);
+                let key = crate::controllers::acl_bootstrap::TOKEN_KEY;
+                let token = crate::controllers::acl_bootstrap::read_secret_token(client, &namespace, &secret, key)
+                    .await
+                    .map_err(ClusterError::Kube)?;
+                (vec![managed_address(&namespace, &name)], token)
+            }
             None => (vec![managed_address(&namespace, &name)], None),
         };
         let mut hasher = DefaultHasher::new();

@@ -5,6 +5,7 @@
 //! - [`cluster`]: which Consul an object talks to.
 //! - [`controllers`]: one module per controller.
 //! - [`runtime`]: the `concord controller` process (health, metrics, shutdown).
+//! - [`snapshot`]: where Consul snapshots are stored (local volume, S3-compatible), streamed.
 //! - [`template`]: the Handlebars engine of ConfigTemplate and [`render`] (`concord render`).
 pub mod cluster;
 pub mod consul;
@@ -13,5 +14,6 @@ pub mod crdgen;
 pub mod render;
 pub mod resources;
 pub mod runtime;
+pub mod snapshot;
 pub mod sync;
 pub mod template;

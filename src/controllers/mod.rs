@@ -1,12 +1,17 @@
 //! One module per controller. Each follows the same steps: read inputs → compute the
 //! desired state (pure) → diff with what exists → apply → write status conditions with
 //! observedGeneration. Helpers every controller uses live here.
+pub mod acl_bootstrap;
+pub mod acl_policy;
+pub mod acl_token;
 pub mod catalog_sync;
 pub mod config_template;
 pub mod consul_watch;
 pub mod discovery_cluster;
 pub mod kv_config;
 pub mod service_intention;
+pub mod snapshot;
+pub mod snapshot_schedule;
 
 use crate::runtime::Context;
 use crate::runtime::context::FIELD_MANAGER;
@@ -29,6 +34,10 @@ where
         tokio::spawn(kv_config::run(ctx.clone(), stopped())),
         tokio::spawn(service_intention::run(ctx.clone(), stopped())),
         tokio::spawn(config_template::run(ctx.clone(), stopped())),
+        tokio::spawn(acl_policy::run(ctx.clone(), stopped())),
+        tokio::spawn(acl_token::run(ctx.clone(), stopped())),
+        tokio::spawn(snapshot::run(ctx.clone(), stopped())),
+        tokio::spawn(snapshot_schedule::run(ctx.clone(), stopped())),
     ])
     .await;
 }

@@ -32,6 +32,9 @@ pub struct ControllerArgs {
     /// How long to wait for the CRDs to be Established before giving up.
     #[arg(long, env = "CONCORD_CRD_WAIT_SECONDS", default_value_t = 120)]
     pub crd_wait_seconds: u64,
+    /// Where ConsulSnapshot objects may be stored (S3-compatible endpoint and credentials).
+    #[command(flatten)]
+    pub snapshot_store: crate::snapshot::StoreArgs,
     /// Catalog sync defaults for an external DiscoveryCluster without `spec.sync`:
     /// sync Kubernetes Services to Consul.
     #[arg(long, env = "CONCORD_SYNC_TO_CONSUL")]

@@ -1,0 +1,317 @@
+//! ConsulSnapshot and scheduled snapshots against a real kube-apiserver and a real
+//! three-server Consul (the controller in-process, one namespace per test). Saves go to
+//! a temporary directory (the "controller's volume"); S3 runs against a local S3
+//! server (`moto_server`) when it is installed, and is skipped with a note otherwise.
+mod support;
+
+use concord::consul::{Client, ClientConfig, KvWriteOptions, QueryOptions};
+use concord::resources::{ConsulSnapshot, DiscoveryCluster, find_condition, types};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+use support::{RunningController, eventually};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+struct Env {
+    kube: kube::Client,
+    ns: String,
+    consul: Client,
+    dir: PathBuf,
+    _controller: RunningController,
+}
+
+async fn setup(prefix: &str, extra_flags: &[&str]) -> Env {
+    let kube_env = testenv::shared_kube().await;
+    let kube = kube_env.client().await;
+    support::install_crds(&kube).await;
+    let consul_cluster = testenv::shared_consul().await;
+    let ns = kube_env.create_namespace(prefix).await;
+    support::external_cluster(&kube, &ns, &consul_cluster.http_addrs(), None).await;
+    let controller = support::start_controller(kube.clone(), &ns, extra_flags).await;
+    let consul = Client::new(ClientConfig::new(consul_cluster.http_addrs())).expect("consul client");
+    let dir = std::env::temp_dir().join(format!("concord-snapshots-{}-{ns}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("snapshot dir");
+    Env { kube, ns, consul, dir, _controller: controller }
+}
+
+impl Env {
+    fn api(&self) -> Api<ConsulSnapshot> {
+        Api::namespaced(self.kube.clone(), &self.ns)
+    }
+
+    async fn create(&self, name: &str, spec: serde_json::Value) {
+        let obj: ConsulSnapshot = serde_json::from_value(json!({
+            "apiVersion": "concord.io/v1alpha1", "kind": "ConsulSnapshot",
+            "metadata": { "name": name, "namespace": self.ns }, "spec": spec,
+        }))
+        .expect("snapshot object");
+        self.api().create(&PostParams::default(), &obj).await.expect("created");
+    }
+
+    /// Waits until `Complete` has `want_reason`; on timeout, says what it was instead.
+    async fn outcome(&self, name: &str, want_reason: &str) -> ConsulSnapshot {
+        let start = std::time::Instant::now();
+        let mut last = None;
+        while start.elapsed() < WAIT {
+            if let Ok(s) = self.api().get(name).await {
+                let c = s.status.as_ref().and_then(|st| find_condition(&st.conditions, types::COMPLETE)).cloned();
+                if c.as_ref().is_some_and(|c| c.reason == want_reason) {
+                    return s;
+                }
+                last = c.map(|c| (c.reason, c.message));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{name}: Complete reason {want_reason} not reached in {WAIT:?}; last {last:?}");
+    }
+
+    async fn kv(&self, key: &str) -> Option<String> {
+        let got = self.consul.kv_get(key, &QueryOptions::default()).await.expect("kv get").value?;
+        got.value_str().map(str::to_string)
+    }
+
+    async fn put(&self, key: &str, value: &str) {
+        self.consul.kv_put(key, value.to_string(), &KvWriteOptions::default()).await.expect("kv put");
+    }
+}
+
+fn complete(s: &ConsulSnapshot) -> (String, String, String) {
+    let c = find_condition(&s.status.as_ref().expect("status").conditions, types::COMPLETE).expect("Complete");
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_change_restore_brings_the_old_value_back_and_a_corrupt_copy_is_refused_first() {
+    let env = setup("snap-roundtrip", &[]).await;
+    let key = format!("snaptest/{}/color", env.ns);
+    env.put(&key, "blue").await;
+
+    let file = env.dir.join("s1.snap");
+    env.create("s1", json!({ "action": "Save", "location": format!("file://{}", file.display()) })).await;
+    let saved = env.outcome("s1", "Saved").await;
+    let status = saved.status.clone().expect("status");
+    let bytes = std::fs::read(&file).expect("snapshot file");
+    let sha = format!("{:x}", Sha256::digest(&bytes));
+    assert_eq!(status.size, Some(bytes.len() as i64));
+    assert_eq!(status.sha256.as_deref(), Some(sha.as_str()));
+    assert!(status.completion_time.is_some());
+    let sidecar = std::fs::read_to_string(env.dir.join("s1.snap.sha256")).expect("sidecar");
+    assert_eq!(sidecar, format!("{sha}  s1.snap\n"));
+
+    env.put(&key, "green").await;
+
+    // One flipped byte in a copy (sidecar copied along): refused before Consul sees a byte.
+    let mut corrupt = bytes.clone();
+    let middle = corrupt.len() / 2;
+    corrupt[middle] ^= 0xff;
+    std::fs::write(env.dir.join("bad.snap"), &corrupt).expect("corrupt copy");
+    std::fs::write(env.dir.join("bad.snap.sha256"), &sidecar).expect("sidecar copy");
+    env.create("r-bad", json!({ "action": "Restore", "location": env.dir.join("bad.snap").display().to_string() }))
+        .await;
+    let refused = env.outcome("r-bad", "ChecksumMismatch").await;
+    let (ok, _, msg) = complete(&refused);
+    assert_eq!(ok, "False");
+    assert!(msg.contains(&sha), "the message names the expected checksum: {msg}");
+    assert_eq!(env.kv(&key).await.as_deref(), Some("green"), "Consul's data untouched by a refused restore");
+
+    // A wrong spec.sha256 is refused the same way, even for the intact file.
+    env.create(
+        "r-wrong-sum",
+        json!({ "action": "Restore", "location": file.display().to_string(), "sha256": "0".repeat(64) }),
+    )
+    .await;
+    env.outcome("r-wrong-sum", "ChecksumMismatch").await;
+    assert_eq!(env.kv(&key).await.as_deref(), Some("green"));
+
+    env.create("r1", json!({ "action": "Restore", "location": format!("file://{}", file.display()) })).await;
+    let restored = env.outcome("r1", "Restored").await;
+    assert_eq!(complete(&restored).0, "True");
+    assert_eq!(restored.status.as_ref().and_then(|s| s.sha256.clone()).as_deref(), Some(sha.as_str()));
+    eventually("the old value is back", WAIT, || async {
+        (env.kv(&key).await.as_deref() == Some("blue")).then_some(())
+    })
+    .await;
+
+    // One-shot: a finished object is not redone on resync (an annotation change wakes it).
+    env.put(&key, "red").await;
+    let patch = json!({ "metadata": { "annotations": { "poke": "1" } } });
+    env.api().patch("r1", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("poke");
+    let again = env.api().get("r1").await.expect("r1");
+    assert_eq!(again.status, restored.status);
+    // A later write still stands: give the controller a blocking round trip to act, then check.
+    env.create("s2", json!({ "action": "Save", "location": env.dir.join("s2.snap").display().to_string() })).await;
+    env.outcome("s2", "Saved").await;
+    assert_eq!(env.kv(&key).await.as_deref(), Some("red"), "a finished restore was not redone");
+    let _ = std::fs::remove_dir_all(&env.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_reported_in_the_complete_condition() {
+    // A closed port on loopback: the S3 store cannot be reached.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let endpoint = format!("http://127.0.0.1:{closed}");
+    let env = setup(
+        "snap-bad",
+        &[
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-access-key-id",
+            "test",
+            "--s3-secret-access-key",
+            "test",
+            "--s3-retry-seconds",
+            "2",
+        ],
+    )
+    .await;
+
+    env.create("missing", json!({ "action": "Restore", "location": env.dir.join("nope.snap").display().to_string() }))
+        .await;
+    let (ok, _, msg) = complete(&env.outcome("missing", "SnapshotNotFound").await);
+    assert_eq!(ok, "False");
+    assert!(msg.contains("nope.snap"), "{msg}");
+
+    std::fs::write(env.dir.join("nosum.snap"), b"not a snapshot").expect("file");
+    env.create("nosum", json!({ "action": "Restore", "location": env.dir.join("nosum.snap").display().to_string() }))
+        .await;
+    env.outcome("nosum", "ChecksumUnknown").await;
+
+    env.create("s3-down", json!({ "action": "Save", "location": "s3://backups/consul/a.snap" })).await;
+    let (ok, _, msg) = complete(&env.outcome("s3-down", "StoreUnreachable").await);
+    assert_eq!(ok, "False");
+    assert!(msg.contains("s3://backups/consul/a.snap"), "{msg}");
+
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.kube.clone(), &env.ns);
+    eventually("Warning events with the reasons", WAIT, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        let reasons: BTreeSet<String> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
+        ["SnapshotNotFound", "ChecksumUnknown", "StoreUnreachable"].iter().all(|r| reasons.contains(*r)).then_some(())
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&env.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_keeps_exactly_retain_snapshots_and_their_files() {
+    let env = setup("snap-sched", &[]).await;
+    let dcs: Api<DiscoveryCluster> = Api::namespaced(env.kube.clone(), &env.ns);
+    let patch = json!({ "apiVersion": "concord.io/v1alpha1", "kind": "DiscoveryCluster",
+        "spec": { "snapshots": { "every": "1s", "retain": 2, "location": format!("file://{}", env.dir.display()) } } });
+    dcs.patch("consul", &PatchParams::apply("snap-test").force(), &Patch::Apply(&patch)).await.expect("schedule");
+
+    let api = env.api();
+    let seen = std::sync::Mutex::new(BTreeSet::new());
+    eventually("at least 4 scheduled saves, then exactly 2 kept with 2 files", Duration::from_secs(45), || async {
+        let list = api.list(&ListParams::default().labels("concord.io/snapshot-schedule=consul")).await.ok()?;
+        let mut seen = seen.lock().ok()?;
+        seen.extend(list.items.iter().map(|s| s.metadata.name.clone().unwrap_or_default()));
+        let done: Vec<&ConsulSnapshot> = list
+            .items
+            .iter()
+            .filter(|s| {
+                s.status
+                    .as_ref()
+                    .and_then(|st| find_condition(&st.conditions, types::COMPLETE))
+                    .is_some_and(|c| c.status == "True")
+            })
+            .collect();
+        let pending = list.items.len() - done.len();
+        let files: Vec<String> = std::fs::read_dir(&env.dir)
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".snap"))
+            .collect();
+        (seen.len() >= 4 && done.len() == 2 && pending == 0 && files.len() == 2).then_some(())
+    })
+    .await;
+    // The kept files are the kept objects' files, each with its sidecar.
+    let list = api.list(&ListParams::default().labels("concord.io/snapshot-schedule=consul")).await.expect("list");
+    for s in &list.items {
+        let path = PathBuf::from(s.spec.location.trim_start_matches("file://"));
+        assert!(path.exists(), "{} kept", path.display());
+        assert!(PathBuf::from(format!("{}.sha256", path.display())).exists());
+    }
+    let _ = std::fs::remove_dir_all(&env.dir);
+}
+
+/// S3 through a real S3-compatible server, when `moto_server` (PyPI `moto[server]`) is
+/// installed; otherwise the test prints why it did nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_save_and_restore_through_a_local_s3_server() {
+    let Ok(moto) = which("moto_server") else {
+        println!("SKIP s3 test: moto_server not installed (pip install 'moto[server]')");
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut child = std::process::Command::new(moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("moto_server starts");
+    let _kill = KillOnDrop(&mut child);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    eventually("moto answers", Duration::from_secs(30), || async {
+        http.put(format!("{endpoint}/backups")).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+    })
+    .await;
+    let env = setup(
+        "snap-s3",
+        &[
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-access-key-id",
+            "test",
+            "--s3-secret-access-key",
+            "test",
+            "--s3-region",
+            "us-east-1",
+        ],
+    )
+    .await;
+    let key = format!("snaptest/{}/s3", env.ns);
+    env.put(&key, "before").await;
+    env.create("s3-save", json!({ "action": "Save", "location": "s3://backups/consul/s1.snap" })).await;
+    let saved = env.outcome("s3-save", "Saved").await;
+    let sha = saved.status.as_ref().and_then(|s| s.sha256.clone()).expect("sha256");
+    let object =
+        http.get(format!("{endpoint}/backups/consul/s1.snap")).send().await.expect("get").bytes().await.expect("body");
+    assert_eq!(format!("{:x}", Sha256::digest(&object)), sha);
+    let sidecar = http
+        .get(format!("{endpoint}/backups/consul/s1.snap.sha256"))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(sidecar.starts_with(&sha), "{sidecar}");
+    env.put(&key, "after").await;
+    env.create("s3-restore", json!({ "action": "Restore", "location": "s3://backups/consul/s1.snap" })).await;
+    env.outcome("s3-restore", "Restored").await;
+    eventually("old value back from S3", WAIT, || async {
+        (env.kv(&key).await.as_deref() == Some("before")).then_some(())
+    })
+    .await;
+    env.create("s3-missing", json!({ "action": "Restore", "location": "s3://backups/consul/none.snap" })).await;
+    env.outcome("s3-missing", "SnapshotNotFound").await;
+}
+
+struct KillOnDrop<'a>(&'a mut std::process::Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    let path = std::env::var_os("PATH").ok_or(())?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()).ok_or(())
+}
