@@ -54,6 +54,36 @@ impl ClusterError {
 #[derive(Default)]
 pub struct ClusterCache {
     clients: Mutex<HashMap<(String, String), (u64, consul::Client)>>,
+    /// `--consul-address`: where to reach managed clusters instead of their client Service.
+    overrides: HashMap<(String, String), Vec<String>>,
+}
+
+/// `--consul-address NAMESPACE/NAME=URL[,URL]`: reach the managed DiscoveryCluster
+/// NAMESPACE/NAME at these URLs instead of its client Service (a controller outside the
+/// cluster going through `kubectl port-forward`, or a test pointing at a local Consul).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressOverride {
+    pub namespace: String,
+    pub name: String,
+    pub addresses: Vec<String>,
+}
+
+impl std::str::FromStr for AddressOverride {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let usage = || format!("expected NAMESPACE/NAME=URL[,URL], got {s:?}");
+        let (cluster, urls) = s.split_once('=').ok_or_else(usage)?;
+        let (namespace, name) = cluster.split_once('/').ok_or_else(usage)?;
+        let addresses = external_addresses(urls);
+        if namespace.is_empty() || name.is_empty() || addresses.is_empty() {
+            return Err(usage());
+        }
+        if let Some(bad) = addresses.iter().find(|a| !(a.starts_with("http://") || a.starts_with("https://"))) {
+            return Err(format!("{bad:?} is not an http:// or https:// URL"));
+        }
+        Ok(AddressOverride { namespace: namespace.to_string(), name: name.to_string(), addresses })
+    }
 }
 
 /// Consul HTTP address of a managed cluster: its client Service.
@@ -67,6 +97,21 @@ pub fn external_addresses(address: &str) -> Vec<String> {
 }
 
 impl ClusterCache {
+    /// A cache that reaches the named managed clusters at the given addresses.
+    pub fn with_overrides(overrides: &[AddressOverride]) -> Self {
+        let overrides =
+            overrides.iter().map(|o| ((o.namespace.clone(), o.name.clone()), o.addresses.clone())).collect();
+        ClusterCache { clients: Mutex::default(), overrides }
+    }
+
+    /// Where a managed cluster's Consul answers: the override, else its client Service.
+    pub fn managed_addresses(&self, namespace: &str, name: &str) -> Vec<String> {
+        match self.overrides.get(&(namespace.to_string(), name.to_string())) {
+            Some(addresses) => addresses.clone(),
+            None => vec![managed_address(namespace, name)],
+        }
+    }
+
     /// Resolves the cluster of an object in `namespace` with optional `cluster_ref`.
     pub async fn resolve(
         &self,
@@ -119,9 +164,9 @@ impl ClusterCache {
                 let token = crate::controllers::acl_bootstrap::read_secret_token(client, &namespace, &secret, key)
                     .await
                     .map_err(ClusterError::Kube)?;
-                (vec![managed_address(&namespace, &name)], token)
+                (self.managed_addresses(&namespace, &name), token)
             }
-            None => (vec![managed_address(&namespace, &name)], None),
+            None => (self.managed_addresses(&namespace, &name), None),
         };
         let mut hasher = DefaultHasher::new();
         addresses.hash(&mut hasher);
@@ -186,5 +231,17 @@ mod tests {
     #[test]
     fn managed_clusters_are_reached_through_their_client_service() {
         assert_eq!(managed_address("ops", "consul"), "http://consul-client.ops.svc:8500");
+    }
+
+    #[test]
+    fn address_overrides_parse_and_apply_to_one_cluster() {
+        let o: AddressOverride = "ops/consul=http://127.0.0.1:8500, http://127.0.0.1:8501".parse().expect("parses");
+        assert_eq!(o.addresses, vec!["http://127.0.0.1:8500", "http://127.0.0.1:8501"]);
+        let cache = ClusterCache::with_overrides(&[o]);
+        assert_eq!(cache.managed_addresses("ops", "consul").len(), 2);
+        assert_eq!(cache.managed_addresses("ops", "other"), vec!["http://other-client.ops.svc:8500"]);
+        for bad in ["consul=http://x", "ops/consul", "ops/=http://x", "ops/consul=ftp://x", "ops/consul="] {
+            assert!(bad.parse::<AddressOverride>().is_err(), "{bad} must be refused");
+        }
     }
 }

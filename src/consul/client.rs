@@ -150,6 +150,24 @@ impl Client {
         })
     }
 
+    /// The same cluster, token and failover state, with another retry policy (e.g. a
+    /// status probe that should report an unreachable cluster now, not in 30 s).
+    pub fn with_retry(&self, retry: RetryPolicy) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                http: inner.http.clone(),
+                addresses: inner.addresses.clone(),
+                preferred: inner.preferred.clone(),
+                token: inner.token.clone(),
+                datacenter: inner.datacenter.clone(),
+                request_timeout: inner.request_timeout,
+                snapshot_timeout: inner.snapshot_timeout,
+                retry,
+            }),
+        }
+    }
+
     pub fn addresses(&self) -> &[Url] {
         &self.inner.addresses
     }

@@ -36,7 +36,7 @@ pub use kv::{KvPair, KvWriteOptions};
 pub use query::{Consistency, ConsulIndex, QueryOptions, QueryResponse};
 pub use retry::RetryPolicy;
 pub use snapshot::{ByteStream, SnapshotInfo};
-pub use status::{AgentConfig, AgentSelf, RaftConfiguration, RaftPeer, RaftServer};
+pub use status::{AgentConfig, AgentSelf, AutopilotServer, AutopilotState, RaftConfiguration, RaftPeer, RaftServer};
 pub use token::Token;
 pub use txn::{MAX_TXN_OPS, TxnError, TxnOp, TxnOpResult, TxnOutcome};
 

@@ -45,6 +45,51 @@ pub enum RaftPeer {
     Id(String),
 }
 
+/// `GET /v1/operator/autopilot/state`: autopilot's view of every server. Unlike
+/// `/autopilot/health` it answers 200 when the cluster is unhealthy, which is exactly
+/// when a caller needs to read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AutopilotState {
+    /// The whole cluster is healthy (every voter healthy, enough of them).
+    pub healthy: bool,
+    /// How many voters may fail without losing quorum.
+    pub failure_tolerance: i64,
+    /// Server ID of the leader.
+    pub leader: String,
+    /// Server IDs of the voters.
+    #[serde(deserialize_with = "super::null_default")]
+    pub voters: Vec<String>,
+    /// Per server, keyed by server ID.
+    #[serde(deserialize_with = "super::null_default")]
+    pub servers: std::collections::BTreeMap<String, AutopilotServer>,
+}
+
+/// One server in [`AutopilotState`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AutopilotServer {
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Node name.
+    pub name: String,
+    /// Raft address, `ip:8300`.
+    pub address: String,
+    /// Serf status: `alive`, `failed`, `left`.
+    pub node_status: String,
+    pub version: String,
+    pub healthy: bool,
+    /// `leader`, `voter`, `non-voter` or `staging`.
+    pub status: String,
+}
+
+impl AutopilotServer {
+    /// Leaders vote too.
+    pub fn is_voter(&self) -> bool {
+        self.status == "voter" || self.status == "leader"
+    }
+}
+
 /// The parts of `GET /v1/agent/self` concord reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -95,6 +140,12 @@ impl Client {
             RaftPeer::Id(id) => req.param("id", id),
         };
         self.call_unit(&req).await
+    }
+
+    /// `GET /v1/operator/autopilot/state` (needs a leader; `operator:read`).
+    pub async fn operator_autopilot_state(&self) -> Result<AutopilotState> {
+        let req = self.request(Method::GET, ["v1", "operator", "autopilot", "state"]);
+        self.call(&req).await
     }
 
     /// `GET /v1/agent/self` of whichever server answers.

@@ -27,11 +27,11 @@ impl Context {
         let reporter = Reporter { controller: "concord".to_string(), instance: std::env::var("POD_NAME").ok() };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
+            clusters: ClusterCache::with_overrides(&args.consul_address),
             client,
             metrics,
             readiness,
             args,
-            clusters: ClusterCache::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }

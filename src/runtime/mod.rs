@@ -35,6 +35,12 @@ pub struct ControllerArgs {
     /// Where ConsulSnapshot objects may be stored (S3-compatible endpoint and credentials).
     #[command(flatten)]
     pub snapshot_store: crate::snapshot::StoreArgs,
+    /// Reach a managed DiscoveryCluster's Consul at these URLs instead of its client
+    /// Service (`http://<name>-client.<ns>.svc:8500`): `NAMESPACE/NAME=URL[,URL]`,
+    /// repeatable (space-separated in the variable). This is how a controller running
+    /// outside the cluster reaches Consul through `kubectl port-forward svc/<name>-client`.
+    #[arg(long = "consul-address", env = "CONCORD_CONSUL_ADDRESS", value_delimiter = ' ')]
+    pub consul_address: Vec<crate::cluster::AddressOverride>,
     /// Catalog sync defaults for an external DiscoveryCluster without `spec.sync`:
     /// sync Kubernetes Services to Consul.
     #[arg(long, env = "CONCORD_SYNC_TO_CONSUL")]

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::OnceCell;
 
-pub use consul::{ConsulCluster, ConsulOptions};
+pub use consul::{ConsulCluster, ConsulOptions, LoopbackServer};
 pub use error::Error;
 pub use kubernetes::{KubeEnv, KubeOptions};
 
