@@ -88,6 +88,14 @@ spec:
     - {name: dns-tcp, port: 8600, nodePort: 30860, protocol: TCP}
 EOF
 
+# L7 intentions (examples/serviceintention-api.yaml) need the destination's protocol to
+# be http: an operator declares that once in Consul.
+kn exec -i consul-server-0 -c consul -- env CONSUL_HTTP_TOKEN="$BOOTSTRAP_TOKEN" consul config write - <<'EOF'
+Kind = "service-defaults"
+Name = "api"
+Protocol = "http"
+EOF
+
 say "applying examples/ (the managed DiscoveryCluster from the chart stands in for examples/discoverycluster.yaml)"
 for f in examples/*.yaml; do
   [ "$(basename "$f")" = discoverycluster.yaml ] && continue

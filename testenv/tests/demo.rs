@@ -1,6 +1,7 @@
 //! The README's first command, end to end: `concord-demo --once` starts the local control
-//! plane, Consul and the controller, applies examples/, prints its report, and exits
-//! leaving no server process behind.
+//! plane, Consul and the controller, applies examples/, publishes services on both sides,
+//! prints its report and the sync table (every row synced), and exits leaving no server
+//! process behind.
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -34,6 +35,20 @@ fn demo_applies_the_examples_reports_and_leaves_nothing_running() {
         .unwrap_or_else(|| panic!("no DiscoveryCluster Available line:\n{stdout}"));
     assert!(cluster_line.contains("True") && cluster_line.contains("3 Raft peers"), "{cluster_line}");
     assert!(stdout.contains("Consul catalog services:"), "{stdout}");
+    // Every concord object reports success (a failing controller shows here first).
+    for line in stdout.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() >= 4 && ["Synced", "Rendered", "Complete", "Available"].contains(&cols[2]) {
+            assert_eq!(cols[3], "True", "{line}\n{stdout}");
+        }
+    }
+    // The sync table: every published service arrived on the other side.
+    let sync_rows: Vec<&str> = stdout.lines().filter(|l| l.contains(" → ")).collect();
+    assert!(sync_rows.iter().any(|l| l.starts_with("Kubernetes → Consul")), "{stdout}");
+    assert!(sync_rows.iter().any(|l| l.starts_with("Consul → Kubernetes")), "{stdout}");
+    for row in &sync_rows {
+        assert!(row.contains(" yes "), "not synced: {row}\n{stdout}");
+    }
 
     // Every server the demo started runs with a data dir named after the demo's pid;
     // none may outlive it.

@@ -1,8 +1,10 @@
 //! `make demo`: concord's main job on one machine, without Docker. Starts etcd,
 //! kube-apiserver and kube-controller-manager, a three-server Consul, installs the CRDs,
 //! runs `concord controller` against them, applies `examples/` (the external
-//! DiscoveryCluster is pointed at the local Consul), prints what happened, and stays up
-//! until Ctrl-C. Every server dies with this process, so nothing is left running.
+//! DiscoveryCluster is pointed at the local Consul), publishes a few services on each
+//! side (Kubernetes Services with EndpointSlices, Consul services on "VM" nodes), prints
+//! what the controller reported and a table of what got synced in each direction, and
+//! stays up until Ctrl-C. Every server dies with this process, so nothing is left running.
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiResource, Scope, pinned_kind};
@@ -13,6 +15,16 @@ use testenv::{ConsulCluster, ConsulOptions, KubeEnv, KubeOptions};
 
 const NAMESPACE: &str = "demo";
 const MANAGER: &str = "concord-demo";
+/// Secret (in the demo namespace) with the Consul management token concord uses.
+const TOKEN_SECRET: &str = "consul-token";
+
+/// An HTTP client for the demo's own reads and writes in Consul (ACLs are on).
+fn consul_http(token: &str) -> Result<reqwest::Client, String> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = reqwest::header::HeaderValue::from_str(token).map_err(|e| format!("invalid Consul token: {e}"))?;
+    headers.insert("X-Consul-Token", value);
+    reqwest::Client::builder().default_headers(headers).build().map_err(|e| e.to_string())
+}
 
 struct Args {
     concord: PathBuf,
@@ -94,8 +106,10 @@ async fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     done(t, &kube.server_url());
 
-    let t = step("starting a three-server Consul cluster on 127.0.0.1");
-    let consul = ConsulCluster::start(ConsulOptions::default()).await.map_err(|e| e.to_string())?;
+    let t = step("starting a three-server Consul cluster on 127.0.0.1 (ACLs on, default deny)");
+    let opts = ConsulOptions { acl: true, bootstrap_acl: true, ..ConsulOptions::default() };
+    let consul = ConsulCluster::start(opts).await.map_err(|e| e.to_string())?;
+    let token = consul.management_token().ok_or("Consul started without a management token")?;
     done(t, &consul.http_addr());
 
     let client = kube.client().await;
@@ -110,6 +124,27 @@ async fn run() -> Result<(), String> {
     let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let ns_obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}});
     ns.patch(NAMESPACE, &PatchParams::apply(MANAGER), &Patch::Apply(&ns_obj)).await.map_err(|e| e.to_string())?;
+    // The token concord uses for the local Consul (the external DiscoveryCluster's
+    // tokenSecretRef points here).
+    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": TOKEN_SECRET, "namespace": NAMESPACE}, "stringData": {"token": token}});
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), NAMESPACE)
+        .patch(TOKEN_SECRET, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret))
+        .await
+        .map_err(|e| format!("Secret {TOKEN_SECRET}: {e}"))?;
+    let consul_http = consul_http(&token)?;
+    // L7 intentions (examples/serviceintention-api.yaml: paths and methods) need the
+    // destination's protocol to be http; an operator declares that once in Consul.
+    let defaults = serde_json::json!({"Kind": "service-defaults", "Name": "api", "Protocol": "http"});
+    let resp = consul_http
+        .put(format!("{}/v1/config", consul.http_addr()))
+        .json(&defaults)
+        .send()
+        .await
+        .map_err(|e| format!("writing service-defaults for api: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("writing service-defaults for api: HTTP {}", resp.status()));
+    }
 
     let t = step("starting concord controller");
     let kubeconfig = kube.kubeconfig_path().to_path_buf();
@@ -136,23 +171,32 @@ async fn run() -> Result<(), String> {
         let point_at_local_consul = |doc: &mut serde_json::Value| {
             if doc["kind"] == "DiscoveryCluster" && doc["spec"]["external"].is_object() {
                 doc["spec"]["external"]["address"] = consul_addrs.clone().into();
+                doc["spec"]["external"]["tokenSecretRef"] = serde_json::json!({"name": TOKEN_SECRET, "key": "token"});
             }
         };
         objects.extend(apply_yaml(&client, Some(NAMESPACE), &text, point_at_local_consul).await?);
     }
     done(t, &format!("{} objects", objects.len()));
 
+    let t = step("publishing services on both sides (Kubernetes Services, Consul services on VM nodes)");
+    publish_demo_services(&client, &consul, &consul_http).await?;
+    done(t, &format!("{} in Kubernetes, {} in Consul", K8S_SERVICES.len(), CONSUL_SERVICES.len()));
+
     let t = step("waiting for the controller to report on every object");
     let reports = wait_for_status(&client, &objects, Duration::from_secs(30)).await;
     done(t, "");
-    print_report(&reports, &consul).await;
+    print_report(&reports, &consul, &consul_http).await;
+    let t = step("waiting for the catalog sync in both directions");
+    let rows = wait_for_sync(&client, &consul, &consul_http, Duration::from_secs(30)).await;
+    done(t, &format!("{}/{} synced", rows.iter().filter(|r| r.synced).count(), rows.len()));
+    print_sync_table(&rows);
 
     if args.once {
         drop(controller);
         return Ok(());
     }
     eprintln!(
-        "\nkubeconfig: {}\nConsul UI/API: {}\nPress Ctrl-C to stop everything.",
+        "\nkubeconfig: {}\nConsul UI/API: {} (token in Secret {NAMESPACE}/{TOKEN_SECRET})\nPress Ctrl-C to stop everything.",
         kubeconfig.display(),
         consul.http_addr()
     );
@@ -274,7 +318,7 @@ async fn wait_for_status(client: &kube::Client, objects: &[Applied], timeout: Du
     }
 }
 
-async fn print_report(reports: &[Report], consul: &ConsulCluster) {
+async fn print_report(reports: &[Report], consul: &ConsulCluster, http: &reqwest::Client) {
     println!("\n{:<18} {:<20} {:<12} {:<8} {:<26} MESSAGE", "KIND", "NAME", "CONDITION", "STATUS", "REASON");
     for r in reports {
         if r.conditions.is_empty() {
@@ -288,7 +332,6 @@ async fn print_report(reports: &[Report], consul: &ConsulCluster) {
             println!("{:<18} {:<20} {:<12} {:<8} {:<26} {msg}", r.kind, r.name, t, s, reason);
         }
     }
-    let http = reqwest::Client::new();
     if let Ok(resp) = http.get(format!("{}/v1/catalog/services", consul.http_addr())).send().await
         && let Ok(services) = resp.json::<serde_json::Map<String, serde_json::Value>>().await
     {
@@ -299,5 +342,141 @@ async fn print_report(reports: &[Report], consul: &ConsulCluster) {
         && let Ok(keys) = resp.json::<Vec<String>>().await
     {
         println!("Consul KV keys: {}", if keys.is_empty() { "(none)".to_string() } else { keys.join(", ") });
+    }
+}
+
+/// Kubernetes Services the demo publishes (annotated `concord.io/sync: "true"`): name,
+/// port, ready endpoint addresses. The cluster has no kubelet, so they are selector-less
+/// with hand-made EndpointSlices. `api` is the upstream the nginx ConfigTemplate renders.
+const K8S_SERVICES: &[(&str, i32, &[&str])] =
+    &[("api", 8080, &["10.0.1.1", "10.0.1.2"]), ("web", 80, &["10.0.2.1", "10.0.2.2", "10.0.2.3"])];
+
+/// Consul services on VM nodes (outside Kubernetes): name, node, address, port.
+const CONSUL_SERVICES: &[(&str, &str, &str, u16)] =
+    &[("billing", "vm-billing-1", "192.168.50.10", 9090), ("legacy-db", "vm-db-1", "192.168.50.20", 5432)];
+
+async fn publish_demo_services(
+    client: &kube::Client,
+    consul: &ConsulCluster,
+    http: &reqwest::Client,
+) -> Result<(), String> {
+    let pp = PatchParams::apply(MANAGER).force();
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), NAMESPACE);
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = Api::namespaced(client.clone(), NAMESPACE);
+    for (name, port, addrs) in K8S_SERVICES {
+        let svc = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": NAMESPACE, "annotations": {"concord.io/sync": "true"}},
+            "spec": {"ports": [{"name": "http", "port": port}]}});
+        services.patch(name, &pp, &Patch::Apply(&svc)).await.map_err(|e| format!("Service {name}: {e}"))?;
+        let slice = serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("{name}-demo"), "namespace": NAMESPACE,
+                "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "endpoints": addrs.iter().map(|a| serde_json::json!({"addresses": [a], "conditions": {"ready": true}}))
+                .collect::<Vec<_>>()});
+        slices
+            .patch(&format!("{name}-demo"), &pp, &Patch::Apply(&slice))
+            .await
+            .map_err(|e| format!("EndpointSlice {name}: {e}"))?;
+    }
+    for (name, node, addr, port) in CONSUL_SERVICES {
+        let body = serde_json::json!({
+            "Node": node, "Address": addr,
+            "Service": {"ID": format!("{name}-1"), "Service": name, "Address": addr, "Port": port},
+            "Check": {"CheckID": format!("{name}-alive"), "Name": "alive", "Status": "passing",
+                "ServiceID": format!("{name}-1")},
+        });
+        let resp = http
+            .put(format!("{}/v1/catalog/register", consul.http_addr()))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("registering {name} in Consul: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("registering {name} in Consul: HTTP {}", resp.status()));
+        }
+    }
+    Ok(())
+}
+
+/// One line of the sync table.
+struct SyncRow {
+    direction: &'static str,
+    source: String,
+    target: String,
+    detail: String,
+    synced: bool,
+}
+
+/// Polls both sides until every published service arrived on the other (or `timeout`).
+async fn wait_for_sync(
+    client: &kube::Client,
+    consul: &ConsulCluster,
+    http: &reqwest::Client,
+    timeout: Duration,
+) -> Vec<SyncRow> {
+    let start = Instant::now();
+    loop {
+        let rows = sync_rows(client, consul, http).await;
+        if rows.iter().all(|r| r.synced) || start.elapsed() > timeout {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn sync_rows(client: &kube::Client, consul: &ConsulCluster, http: &reqwest::Client) -> Vec<SyncRow> {
+    let mut rows = Vec::new();
+    for (name, _, addrs) in K8S_SERVICES {
+        let url = format!("{}/v1/health/service/{name}", consul.http_addr());
+        let entries: Vec<serde_json::Value> = match http.get(&url).send().await {
+            Ok(resp) => resp.json().await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let passing = entries
+            .iter()
+            .filter(|e| e["Checks"].as_array().is_some_and(|cs| cs.iter().all(|c| c["Status"] == "passing")))
+            .count();
+        rows.push(SyncRow {
+            direction: "Kubernetes → Consul",
+            source: format!("Service {NAMESPACE}/{name}"),
+            target: format!("{name}.service.consul"),
+            detail: format!("{} of {} endpoints, {passing} passing", entries.len(), addrs.len()),
+            synced: entries.len() == addrs.len() && passing == addrs.len(),
+        });
+    }
+    // The example DiscoveryCluster mirrors Consul services with the prefix `consul-`.
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), NAMESPACE);
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = Api::namespaced(client.clone(), NAMESPACE);
+    for (name, node, addr, port) in CONSUL_SERVICES {
+        let k8s_name = format!("consul-{name}");
+        let exists = matches!(services.get_opt(&k8s_name).await, Ok(Some(_)));
+        let selector = kube::api::ListParams::default().labels(&format!("kubernetes.io/service-name={k8s_name}"));
+        let addresses: Vec<String> = match slices.list(&selector).await {
+            Ok(list) => list.items.into_iter().flat_map(|s| s.endpoints).flat_map(|e| e.addresses).collect(),
+            Err(_) => Vec::new(),
+        };
+        rows.push(SyncRow {
+            direction: "Consul → Kubernetes",
+            source: format!("{name} on {node} ({addr}:{port})"),
+            target: format!("Service {NAMESPACE}/{k8s_name}"),
+            detail: if exists {
+                format!("{} endpoint(s): {}", addresses.len(), addresses.join(", "))
+            } else {
+                "-".into()
+            },
+            synced: exists && addresses.iter().any(|a| a == addr),
+        });
+    }
+    rows
+}
+
+fn print_sync_table(rows: &[SyncRow]) {
+    println!("\nCatalog sync");
+    println!("{:<21} {:<44} {:<28} {:<8} DETAIL", "DIRECTION", "FROM", "TO", "SYNCED");
+    for r in rows {
+        let synced = if r.synced { "yes" } else { "NO" };
+        println!("{:<21} {:<44} {:<28} {:<8} {}", r.direction, r.source, r.target, synced, r.detail);
     }
 }
