@@ -460,3 +460,41 @@ async fn an_image_change_rolls_one_server_at_a_time_only_while_the_cluster_is_he
     assert_eq!(from_start, vec![2, 1, 0], "partitions seen: {seen:?}");
     eventually("PartitionAdvanced events", WAIT, || has_event(&client, &ns, "PartitionAdvanced")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_cluster_with_acls_is_bootstrapped_once_and_then_read_with_the_controller_token() {
+    let env = testenv::shared_kube_with_controllers().await;
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = env.create_namespace("dc-acl").await;
+    let spec = json!({ "replicas": 3, "acl": { "enabled": true } });
+    // The generated config with its ACL block (default deny, not bootstrapped).
+    let rendered = build::server_config(&inputs("consul", &ns, spec.clone()), 3);
+    assert_eq!(rendered["acl"]["default_policy"], "deny");
+    let key = build::new_gossip_key();
+    let cluster = ConsulCluster::start_with_configs(3, |s| loopback_config(&rendered, "consul", &key, s))
+        .await
+        .expect("ACL-enabled servers start from the generated config");
+    let _controller =
+        start_controller(client.clone(), &ns, &["--consul-address", &override_flag(&ns, &cluster.http_addrs())]).await;
+    apply_cluster(&client, &ns, spec).await;
+    let dcs: Api<DiscoveryCluster> = Api::namespaced(client.clone(), &ns);
+    let bootstrapped = eventually("ACLBootstrapped=True", WAIT, || async {
+        condition(&dcs, "ACLBootstrapped").await.filter(|c| c.status == "True")
+    })
+    .await;
+    assert_eq!(bootstrapped.reason, "Bootstrapped");
+    // Raft configuration and autopilot need operator rights: with ACLs on (default deny)
+    // the peers only show up when the controller uses its own token.
+    let status = eventually("leader and 3 voters read with the controller token", WAIT, || async {
+        let status = dcs.get("consul").await.ok()?.status?;
+        (status.leader.is_some() && status.peers.len() == 3).then_some(status)
+    })
+    .await;
+    assert!(find_condition(&status.conditions, types::AVAILABLE).is_some_and(|c| c.status == "True"));
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for name in ["consul-acl-bootstrap", "consul-acl-controller"] {
+        assert!(secrets.get_opt(name).await.expect("read").is_some(), "Secret {name}");
+    }
+    eventually("one ACLBootstrapped event", WAIT, || has_event(&client, &ns, "ACLBootstrapped")).await;
+}

@@ -6,6 +6,9 @@
 //!   (pure: replicas, peers to remove, rollout partition) → act (remove departing peers
 //!   from Raft, then apply the objects) → status (Available, Progressing, Degraded).
 //!
+//! With `spec.acl.enabled`, [`super::acl_bootstrap::ensure_bootstrapped`] runs once the
+//! servers have a leader, and its outcome is the `ACLBootstrapped` condition.
+//!
 //! Consul of a managed cluster is reached at its client Service, or at the addresses
 //! given with `--consul-address NAMESPACE/NAME=URL` (port-forwards, tests).
 pub mod build;
@@ -62,6 +65,8 @@ pub enum Error {
     },
     #[error("server {node} is still in the Raft configuration after its removal; not scaling down yet")]
     PeerStillPresent { node: String },
+    #[error("ACL bootstrap: {0}")]
+    Acl(#[source] super::acl_bootstrap::Error),
 }
 
 impl Error {
@@ -71,6 +76,7 @@ impl Error {
             Error::Status(_) | Error::Apply { .. } | Error::GossipSecret(_) => "kube",
             Error::Incomplete => "incomplete",
             Error::RemovePeer { .. } | Error::PeerStillPresent { .. } => "raft",
+            Error::Acl(e) => e.category(),
         }
     }
 }
@@ -293,12 +299,34 @@ async fn reconcile_managed(dc: &DiscoveryCluster, ctx: &Context) -> Result<Actio
         let note = format!("generated the gossip encryption key in Secret {}", gossip.secret);
         ctx.event(&dc.object_ref(&()), false, "GossipKeyGenerated", "Reconcile", note).await;
     }
-    let consul = ctx.clusters.client_for(&ctx.client, dc).await?.consul;
+    let mut consul = ctx.clusters.client_for(&ctx.client, dc).await?.consul;
+    // ACLs: bootstrap once the servers have a leader (the ACL bootstrap module keeps the
+    // tokens in Secrets and never re-bootstraps); then talk to Consul with the
+    // controller's own token, which the cluster cache picks up from its Secret.
+    let acl = match &dc.spec.acl {
+        Some(acl) if acl.enabled => {
+            let leader = consul.with_retry(probe_retry()).status_leader().await.ok().flatten();
+            match leader {
+                Some(_) => {
+                    let outcome =
+                        super::acl_bootstrap::ensure_bootstrapped(ctx, dc, &consul).await.map_err(Error::Acl)?;
+                    consul = ctx.clusters.client_for(&ctx.client, dc).await?.consul;
+                    Some(outcome.condition())
+                }
+                None if find_condition(&previous.conditions, super::acl_bootstrap::ACL_BOOTSTRAPPED).is_none() => {
+                    Some(ConditionUpdate::new(
+                        super::acl_bootstrap::ACL_BOOTSTRAPPED,
+                        false,
+                        "WaitingForLeader",
+                        "ACLs are bootstrapped once the servers have a leader",
+                    ))
+                }
+                None => None,
+            }
+        }
+        _ => None,
+    };
     let observed = observe_managed(&consul).await.map_err(|e| e.to_string());
-    // ACL seam: with spec.acl.enabled, bootstrapping ACLs (once, keeping the token in a
-    // Secret) belongs here, after the servers have a leader. It is built separately
-    // (src/controllers/acl_bootstrap.rs); until it is wired in, the servers run with
-    // ACLs on (default deny) and nobody holds a token.
 
     // Decide (pure).
     let desired = dc.spec.replicas;
@@ -348,6 +376,10 @@ async fn reconcile_managed(dc: &DiscoveryCluster, ctx: &Context) -> Result<Actio
         },
         now,
     );
+    let mut status = status;
+    if let Some(acl) = acl {
+        status.conditions = set_condition(&status.conditions, acl, dc.meta().generation, now);
+    }
     apply_status(ctx, dc, &status).await.map_err(Error::Status)?;
     publish_events(ctx, dc, &previous, &status, &scale, &rollout).await;
 
