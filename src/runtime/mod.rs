@@ -58,15 +58,6 @@ pub struct ControllerArgs {
     /// not set one (Go duration).
     #[arg(long, env = "CONCORD_SYNC_ANTI_ENTROPY", value_parser = parse_sync_interval)]
     pub sync_anti_entropy: Option<std::time::Duration>,
-}
-
-fn parse_sync_interval(s: &str) -> Result<std::time::Duration, String> {
-    crate::resources::parse_duration(s).map_err(|e| e.to_string())
-}
-
-/// Why the controller process stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
     /// Run the controllers only while this process holds a coordination.k8s.io Lease, so
     /// that of 2+ replicas exactly one writes (the others stand by, ready to take over).
     #[arg(long, env = "CONCORD_LEADER_ELECTION")]
@@ -106,6 +97,15 @@ fn parse_lease_duration(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("{s}: a Lease duration is a whole number of seconds, at least 1s"));
     }
     Ok(d)
+}
+
+fn parse_sync_interval(s: &str) -> Result<std::time::Duration, String> {
+    crate::resources::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Why the controller process stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("cannot load a Kubernetes config (kubeconfig or in-cluster): {0}")]
@@ -118,6 +118,8 @@ fn parse_lease_duration(s: &str) -> Result<std::time::Duration, String> {
     },
     #[error("the concord CRDs are not installed or not Established: {0}")]
     Crds(String),
+    #[error("lost the leader Lease {0}; exiting so that this replica restarts as a standby")]
+    LostLease(String),
 }
 
 /// Entry point of `concord controller`.
@@ -127,8 +129,6 @@ pub fn main(args: ControllerArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| RunError::Runtime(e).to_string())?;
-    #[error("lost the leader Lease {0}; exiting so that this replica restarts as a standby")]
-    LostLease(String),
     runtime.block_on(run(args, shutdown_signal())).map_err(|e| e.to_string())
 }
 
