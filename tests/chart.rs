@@ -373,7 +373,7 @@ async fn controller_does_its_job_with_exactly_the_charts_rbac_and_nothing_more()
         &admin,
         &ns,
         json!({"apiVersion": "concord.io/v1alpha1", "kind": "KVConfig", "metadata": {"name": "app", "namespace": ns},
-            "spec": {"prefix": prefix, "keys": [{"key": "level", "value": "info"}]}}),
+            "spec": {"clusterRef": "consul", "prefix": prefix, "keys": [{"key": "level", "value": "info"}]}}),
     )
     .await;
     eventually("KV written", WAIT, || async {
@@ -386,7 +386,7 @@ async fn controller_does_its_job_with_exactly_the_charts_rbac_and_nothing_more()
         &admin,
         &ns,
         json!({"apiVersion": "concord.io/v1alpha1", "kind": "ServiceIntention", "metadata": {"name": "db", "namespace": ns},
-            "spec": {"destination": dest, "sources": [{"name": "web", "action": "allow"}]}}),
+            "spec": {"clusterRef": "consul", "destination": dest, "sources": [{"name": "web", "action": "allow"}]}}),
     )
     .await;
     eventually("intentions written", WAIT, || async {
@@ -407,7 +407,7 @@ async fn controller_does_its_job_with_exactly_the_charts_rbac_and_nothing_more()
         &admin,
         &ns,
         json!({"apiVersion": "concord.io/v1alpha1", "kind": "ConfigTemplate", "metadata": {"name": "app", "namespace": ns},
-            "spec": {"template": {"inline": format!("level={{{{key \"{prefix}level\"}}}}\n")},
+            "spec": {"clusterRef": "consul", "template": {"inline": format!("level={{{{key \"{prefix}level\"}}}}\n")},
                 "output": {"configMap": {"name": "app-config", "key": "app.conf"}},
                 "rollout": [{"kind": "Deployment", "name": "app"}]}}),
     )
@@ -425,6 +425,89 @@ async fn controller_does_its_job_with_exactly_the_charts_rbac_and_nothing_more()
         annotations.keys().any(|k| k.starts_with("concord.io/")).then_some(())
     })
     .await;
+
+    // ACLs: a Consul with ACLs on, reached with a token from a Secret; a policy and a
+    // token whose SecretID lands in a Secret owned by the ACLToken.
+    let secure = testenv::ConsulCluster::start(testenv::ConsulOptions {
+        servers: 1,
+        acl: true,
+        bootstrap_acl: true,
+        ..Default::default()
+    })
+    .await
+    .expect("Consul with ACLs");
+    let management = secure.management_token().expect("management token");
+    apply_json::<k8s_openapi::api::core::v1::Secret>(
+        &admin,
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "secure-token", "namespace": ns},
+            "stringData": {"token": management}}),
+    )
+    .await;
+    apply_json::<concord::resources::DiscoveryCluster>(
+        &admin,
+        &ns,
+        json!({"apiVersion": "concord.io/v1alpha1", "kind": "DiscoveryCluster", "metadata": {"name": "secure", "namespace": ns},
+            "spec": {"external": {"address": secure.http_addrs().join(","),
+                "tokenSecretRef": {"name": "secure-token", "key": "token"}}}}),
+    )
+    .await;
+    apply_json::<concord::resources::ACLPolicy>(
+        &admin,
+        &ns,
+        json!({"apiVersion": "concord.io/v1alpha1", "kind": "ACLPolicy", "metadata": {"name": "app", "namespace": ns},
+            "spec": {"clusterRef": "secure", "rules": "key_prefix \"app/\" { policy = \"read\" }"}}),
+    )
+    .await;
+    apply_json::<concord::resources::ACLToken>(
+        &admin,
+        &ns,
+        json!({"apiVersion": "concord.io/v1alpha1", "kind": "ACLToken", "metadata": {"name": "app", "namespace": ns},
+            "spec": {"clusterRef": "secure", "policies": ["app"], "secretName": "app-consul-token"}}),
+    )
+    .await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(admin.clone(), &ns);
+    eventually("the ACLToken's Secret holds a token", WAIT, || async {
+        let s = secrets.get_opt("app-consul-token").await.ok()??;
+        s.data?.get("token").filter(|t| !t.0.is_empty()).map(|_| ())
+    })
+    .await;
+
+    // A snapshot saved to the controller's disk.
+    let dir = std::env::temp_dir().join(format!("concord-chart-{}-{ns}", std::process::id()));
+    apply_json::<concord::resources::ConsulSnapshot>(
+        &admin,
+        &ns,
+        json!({"apiVersion": "concord.io/v1alpha1", "kind": "ConsulSnapshot", "metadata": {"name": "snap", "namespace": ns},
+            "spec": {"clusterRef": "consul", "action": "Save", "location": format!("file://{}/snap.snap", dir.display())}}),
+    )
+    .await;
+    let snapshots: Api<concord::resources::ConsulSnapshot> = Api::namespaced(admin.clone(), &ns);
+    eventually("snapshot Complete", WAIT, || async {
+        let s = snapshots.get("snap").await.ok()?;
+        concord::resources::is_condition_true(&s.status?.conditions, "Complete").then_some(())
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // A managed DiscoveryCluster: its ConfigMap, Services, PodDisruptionBudget, gossip
+    // key Secret and StatefulSet are created (this control plane has no kubelet, so no
+    // server ever runs; the objects are what RBAC governs).
+    apply_json::<concord::resources::DiscoveryCluster>(
+        &admin,
+        &ns,
+        json!({"apiVersion": "concord.io/v1alpha1", "kind": "DiscoveryCluster", "metadata": {"name": "managed", "namespace": ns},
+            "spec": {"replicas": 1, "image": "hashicorp/consul:1.22.7", "datacenter": "dc1"}}),
+    )
+    .await;
+    let statefulsets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(admin.clone(), &ns);
+    eventually("the managed cluster's StatefulSet", WAIT, || async {
+        statefulsets.get_opt("managed-server").await.ok().flatten()
+    })
+    .await;
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> = Api::namespaced(admin.clone(), &ns);
+    assert!(pdbs.list(&ListParams::default()).await.expect("PDBs").items.len() == 1, "one PodDisruptionBudget");
+    assert!(services.get_opt("managed-client").await.expect("Service").is_some(), "client Service");
 
     // Events were published (events.k8s.io create).
     let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
