@@ -33,6 +33,28 @@ pub fn all_yaml() -> Result<String, serde_yaml::Error> {
     Ok(docs?.join("---\n"))
 }
 
+/// Waits until every concord CRD is Established, or says which is not after `timeout`.
+pub async fn wait_established(client: &kube::Client, timeout: std::time::Duration) -> Result<(), String> {
+    use kube::runtime::wait::{await_condition, conditions};
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    for crd in all() {
+        let name = crd.metadata.name.unwrap_or_default();
+        let established = await_condition(api.clone(), &name, conditions::is_crd_established());
+        match tokio::time::timeout(timeout, established).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => return Err(format!("{name} is not installed (apply crds/ or the Helm chart)")),
+            Ok(Err(e)) => return Err(format!("cannot watch {name}: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "{name} is not Established after {}s (apply crds/ or install the Helm chart)",
+                    timeout.as_secs()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,26 +101,4 @@ mod tests {
             assert!(v.additional_printer_columns.as_ref().is_some_and(|c| c.len() >= 2), "{name}: printer columns");
         }
     }
-}
-
-/// Waits until every concord CRD is Established, or says which is not after `timeout`.
-pub async fn wait_established(client: &kube::Client, timeout: std::time::Duration) -> Result<(), String> {
-    use kube::runtime::wait::{await_condition, conditions};
-    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
-    for crd in all() {
-        let name = crd.metadata.name.unwrap_or_default();
-        let established = await_condition(api.clone(), &name, conditions::is_crd_established());
-        match tokio::time::timeout(timeout, established).await {
-            Ok(Ok(Some(_))) => {}
-            Ok(Ok(None)) => return Err(format!("{name} is not installed (apply crds/ or the Helm chart)")),
-            Ok(Err(e)) => return Err(format!("cannot watch {name}: {e}")),
-            Err(_) => {
-                return Err(format!(
-                    "{name} is not Established after {}s (apply crds/ or install the Helm chart)",
-                    timeout.as_secs()
-                ));
-            }
-        }
-    }
-    Ok(())
 }

@@ -126,7 +126,7 @@ async fn a_kv_change_reaches_the_configmap_and_rolls_the_deployment() {
     env.pod_template_annotation("web", &rollout_annotation("app"), &hash).await;
     let status = env.rendered("app", "True", "Rendered", "").await.status.expect("status");
     assert_eq!(status.output_hash.as_deref(), Some(hash.as_str()));
-    assert_eq!(status.dependencies.expect("dependencies").keys, [key.clone()]);
+    assert_eq!(status.dependencies.expect("dependencies").keys, std::slice::from_ref(&key));
 
     env.put(&key, "bonjour").await;
     let second = "# app\ngreeting=bonjour\n";
@@ -238,5 +238,5 @@ async fn an_instance_going_critical_drops_out_of_the_secret_output() {
         .expect("critical");
     secret_is("server 10.8.0.2:9090;\n").await;
     let ct = env.rendered("upstream", "True", "Rendered", "Secret upstream").await;
-    assert_eq!(ct.status.expect("status").dependencies.expect("deps").services, [service.clone()]);
+    assert_eq!(ct.status.expect("status").dependencies.expect("deps").services, std::slice::from_ref(&service));
 }

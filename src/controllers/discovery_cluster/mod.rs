@@ -647,9 +647,8 @@ mod tests {
 
     #[test]
     fn an_unreachable_cluster_is_degraded_and_keeps_its_last_version() {
-        let mut prev = DiscoveryClusterStatus::default();
-        prev.version = Some("1.22.7".into());
-        prev.leader = Some("x".into());
+        let prev =
+            DiscoveryClusterStatus { version: Some("1.22.7".into()), leader: Some("x".into()), ..Default::default() };
         let s = external_status(&prev, Some(1), Err("connection refused".into()), now());
         assert!(!is_condition_true(&s.conditions, types::AVAILABLE));
         assert!(is_condition_true(&s.conditions, types::DEGRADED));

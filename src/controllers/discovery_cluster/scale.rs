@@ -425,14 +425,14 @@ mod tests {
     #[test]
     fn cluster_health_needs_a_leader_and_every_server_a_healthy_voter() {
         assert_eq!(view(&[true; 3]).healthy("consul", 3), Ok(()));
-        assert!(view(&[true, false, true]).healthy("consul", 3).unwrap_err().contains("consul-server-1"));
+        assert!(view(&[true, false, true]).healthy("consul", 3).expect_err("unhealthy").contains("consul-server-1"));
         let mut v = view(&[true; 3]);
         v.leader = None;
         assert!(v.healthy("consul", 3).is_err());
         // Autopilot pruned dead server 2: the peers left are healthy, the cluster is not.
         let mut pruned = view(&[true; 3]);
         pruned.servers.pop();
-        assert!(pruned.healthy("consul", 3).unwrap_err().contains("consul-server-2 is not in Raft"));
+        assert!(pruned.healthy("consul", 3).expect_err("unhealthy").contains("consul-server-2 is not in Raft"));
     }
 
     #[test]
