@@ -192,6 +192,23 @@ async fn every_rendered_manifest_is_accepted_by_the_api_server_dry_run() {
             }
         }
     }
+    // helm's own server-side dry-run install against the same API server renders NOTES.txt.
+    let chart = chart_dir();
+    let kubeconfig = env.kubeconfig_path().to_str().expect("utf-8 path").to_string();
+    let out = run_helm(&[
+        "install",
+        "concord",
+        chart.to_str().expect("utf-8 path"),
+        "--namespace",
+        &ns,
+        "--kubeconfig",
+        &kubeconfig,
+        "--dry-run=server",
+    ])
+    .unwrap_or_else(|e| panic!("helm install --dry-run=server: {e}"));
+    let notes = out.split("NOTES:").nth(1).unwrap_or_else(|| panic!("no NOTES in:\n{out}"));
+    assert!(notes.contains(&format!("helm test concord -n {ns}")), "{notes}");
+    assert!(notes.contains("get lease concord-controller"), "{notes}");
     let expected = [
         "ClusterRole",
         "ClusterRoleBinding",
