@@ -75,7 +75,12 @@ pub async fn start_controller(client: kube::Client, namespace: &str, extra_args:
 
 /// Creates a DiscoveryCluster named `consul` in `namespace` pointing at a real Consul
 /// (`external.address` = all its servers), with an optional `spec.sync` block.
-pub async fn external_cluster(client: &kube::Client, namespace: &str, consul_addrs: &[String], sync: Option<serde_json::Value>) {
+pub async fn external_cluster(
+    client: &kube::Client,
+    namespace: &str,
+    consul_addrs: &[String],
+    sync: Option<serde_json::Value>,
+) {
     let mut spec = serde_json::json!({ "external": { "address": consul_addrs.join(",") } });
     if let Some(sync) = sync {
         spec["sync"] = sync;
