@@ -365,7 +365,7 @@ async fn nothing_loops_back_and_nothing_owned_by_others_is_touched() {
     // The external "inventory" was never registered back from its mirror.
     let inv = health(&c, "inventory", &[], false).await;
     assert_eq!(inv.len(), 1);
-    assert!(inv[0].service.meta.get("external-source").is_none());
+    assert!(!inv[0].service.meta.contains_key("external-source"));
     // The clashing Service was left alone, and an Event says why.
     let clash = services.get("inventory-clash").await.expect("clash svc");
     assert_eq!(clash.metadata.annotations.as_ref().expect("ann")["owner"], "someone-else");
