@@ -18,6 +18,8 @@ CONSUL_VERSION=${CONSUL_VERSION:-v1.22.7}
 # consul v1.22.7 builds its own in-tree api package, newer than the v1.33.7 its go.mod
 # requires; api v1.34.1 (published a week before v1.22.7) has the fields it uses.
 CONSUL_API_VERSION=${CONSUL_API_VERSION:-v1.34.1}
+# A local S3-compatible server for the snapshot tests (PyPI moto[server], in its own venv).
+MOTO_VERSION=${MOTO_VERSION:-5.2.1}
 
 CACHE=${CONCORD_TESTENV_DIR:-$HOME/.cache/concord-testenv}
 BIN=$CACHE/bin
@@ -43,6 +45,7 @@ if [ "${1:-}" = "--check" ]; then
   have consul "$CONSUL_VERSION" || missing="$missing consul@$CONSUL_VERSION"
   have kube-apiserver "$K8S_VERSION" || missing="$missing kube-apiserver@$K8S_VERSION"
   have kube-controller-manager "$K8S_VERSION" || missing="$missing kube-controller-manager@$K8S_VERSION"
+  [ -x "$BIN/moto_server" ] || missing="$missing moto_server@$MOTO_VERSION"
   [ -z "$missing" ] || die "missing in $BIN:$missing (run scripts/testenv.sh)"
   echo "$BIN"; exit 0
 fi
@@ -117,7 +120,20 @@ build_kubernetes() {
   say "kubernetes done in $((SECONDS - started))s"
 }
 
+install_moto() {
+  local venv=$CACHE/moto-$MOTO_VERSION
+  if [ -x "$venv/bin/moto_server" ] && [ "$(readlink "$BIN/moto_server" 2>/dev/null)" = "$venv/bin/moto_server" ]; then return; fi
+  say "installing moto[server] $MOTO_VERSION (PyPI) for the S3 snapshot tests"
+  command -v python3 >/dev/null || die "python3 is not installed; the S3 snapshot tests need it for moto"
+  rm -rf "$venv"
+  : >"$LOGS/moto.log"
+  run_logged moto python3 -m venv "$venv"
+  run_logged moto "$venv/bin/pip" install --quiet "moto[server]==$MOTO_VERSION"
+  ln -sfn "$venv/bin/moto_server" "$BIN/moto_server"
+}
+
 build_etcd
 build_consul
 build_kubernetes
+install_moto
 echo "$BIN"

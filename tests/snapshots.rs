@@ -1,7 +1,7 @@
 //! ConsulSnapshot and scheduled snapshots against a real kube-apiserver and a real
 //! three-server Consul (the controller in-process, one namespace per test). Saves go to
-//! a temporary directory (the "controller's volume"); S3 runs against a local S3
-//! server (`moto_server`) when it is installed, and is skipped with a note otherwise.
+//! a temporary directory (the "controller's volume"); S3 runs against a local
+//! S3-compatible server (`moto_server`, installed by scripts/testenv.sh).
 mod support;
 
 use concord::consul::{Client, ClientConfig, KvWriteOptions, QueryOptions};
@@ -238,20 +238,11 @@ async fn a_schedule_keeps_exactly_retain_snapshots_and_their_files() {
     let _ = std::fs::remove_dir_all(&env.dir);
 }
 
-/// S3 through a real S3-compatible server, when `moto_server` (PyPI `moto[server]`) is
-/// installed; otherwise the test prints why it did nothing.
-///
-/// Ignored for now: against moto the first PUT fails inside object_store's HTTP client
-/// ("HTTP error: builder error", before any request reaches moto), then later attempts
-/// hang; the unreachable-store path is covered by `bad_input_is_reported_...`.
-/// Run with `cargo test --test snapshots -- --ignored s3_` while fixing it.
-#[ignore = "S3 through moto: object_store reports a reqwest builder error; see the doc comment"]
+/// S3 through a real S3-compatible server: `moto_server` (PyPI `moto[server]`), which
+/// `scripts/testenv.sh` installs next to the other test servers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_save_and_restore_through_a_local_s3_server() {
-    let Ok(moto) = which("moto_server") else {
-        println!("SKIP s3 test: moto_server not installed (pip install 'moto[server]')");
-        return;
-    };
+    let moto = testenv::binary("moto_server").expect("moto_server (scripts/testenv.sh installs it)");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let mut child = std::process::Command::new(moto)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -289,17 +280,28 @@ async fn s3_save_and_restore_through_a_local_s3_server() {
     env.create("s3-save", json!({ "action": "Save", "location": "s3://backups/consul/s1.snap" })).await;
     let saved = env.outcome("s3-save", "Saved").await;
     let sha = saved.status.as_ref().and_then(|s| s.sha256.clone()).expect("sha256");
-    let object =
-        http.get(format!("{endpoint}/backups/consul/s1.snap")).send().await.expect("get").bytes().await.expect("body");
+    // Read back with signed requests, as any S3 client would.
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name("backups")
+        .with_endpoint(&endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .expect("S3 client");
+    let read = |key: &'static str| {
+        let s3 = &s3;
+        async move {
+            use object_store::ObjectStore;
+            let got = s3.get(&object_store::path::Path::from(key)).await.expect("object exists");
+            got.bytes().await.expect("object body")
+        }
+    };
+    let object = read("consul/s1.snap").await;
+    assert!(!object.is_empty());
     assert_eq!(format!("{:x}", Sha256::digest(&object)), sha);
-    let sidecar = http
-        .get(format!("{endpoint}/backups/consul/s1.snap.sha256"))
-        .send()
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("text");
+    let sidecar = String::from_utf8(read("consul/s1.snap.sha256").await.to_vec()).expect("text");
     assert!(sidecar.starts_with(&sha), "{sidecar}");
     env.put(&key, "after").await;
     env.create("s3-restore", json!({ "action": "Restore", "location": "s3://backups/consul/s1.snap" })).await;
@@ -319,9 +321,4 @@ impl Drop for KillOnDrop<'_> {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn which(name: &str) -> Result<PathBuf, ()> {
-    let path = std::env::var_os("PATH").ok_or(())?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()).ok_or(())
 }

@@ -158,7 +158,10 @@ impl SnapshotFile {
                 (Arc::new(LocalFileSystem::new()), to_path(path)?, to_path(&local_sidecar_path(path))?)
             }
             Location::S3 { bucket, key } => {
-                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                // Client options first: `with_client_options` replaces them whole, and
+                // `with_allow_http` below is one of them (set after, it survives).
+                let options = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
+                let mut builder = AmazonS3Builder::from_env().with_client_options(options).with_bucket_name(bucket);
                 if let Some(endpoint) = &args.s3_endpoint {
                     builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
                 }
@@ -176,10 +179,8 @@ impl SnapshotFile {
                     max_retries: 3,
                     retry_timeout: Duration::from_secs(args.s3_retry_seconds),
                 };
-                let options = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
                 let store = builder
                     .with_retry(retry)
-                    .with_client_options(options)
                     .build()
                     .map_err(|e| store_err(format!("cannot configure the S3 client: {e}")))?;
                 let parse = |k: &str| ObjectPath::parse(k).map_err(|e| store_err(format!("unusable object key: {e}")));

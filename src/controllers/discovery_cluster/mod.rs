@@ -137,6 +137,12 @@ async fn observe(consul: &consul::Client) -> Result<Observed, consul::Error> {
     Ok(Observed { leader, peers, version })
 }
 
+/// The catalog sync writes `status.sync` under its own field manager; this controller
+/// leaves it out of its apply so the two never co-own (and fight over) those fields.
+fn without_sync(status: &DiscoveryClusterStatus) -> DiscoveryClusterStatus {
+    DiscoveryClusterStatus { sync: None, ..status.clone() }
+}
+
 async fn reconcile(dc: Arc<DiscoveryCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
     if dc.spec.is_managed() {
@@ -149,7 +155,7 @@ async fn reconcile(dc: Arc<DiscoveryCluster>, ctx: Arc<Context>) -> Result<Actio
     let reachable = observed.is_ok();
     let status = external_status(&previous, dc.meta().generation, observed, now);
     let became_available = status.leader.is_some() && previous.leader.is_none();
-    apply_status(&ctx, dc.as_ref(), &status).await.map_err(Error::Status)?;
+    apply_status(&ctx, dc.as_ref(), &without_sync(&status)).await.map_err(Error::Status)?;
     if became_available {
         let note = format!("Consul leader {}", status.leader.as_deref().unwrap_or_default());
         ctx.event(&dc.object_ref(&()), false, "LeaderElected", "Reconcile", note).await;
@@ -380,7 +386,7 @@ async fn reconcile_managed(dc: &DiscoveryCluster, ctx: &Context) -> Result<Actio
     if let Some(acl) = acl {
         status.conditions = set_condition(&status.conditions, acl, dc.meta().generation, now);
     }
-    apply_status(ctx, dc, &status).await.map_err(Error::Status)?;
+    apply_status(ctx, dc, &without_sync(&status)).await.map_err(Error::Status)?;
     publish_events(ctx, dc, &previous, &status, &scale, &rollout).await;
 
     ctx.reset_backoff(&key);
