@@ -2,8 +2,9 @@
 //! Consul prefix into a KVConfig manifest that, once applied, declares exactly what is
 //! there (applying it adopts the keys: same values, concord's ownership flags added).
 //!
-//! A value that is a JSON object or array already in canonical form becomes `json:`
-//! (so it reads as YAML and is compared structurally); anything else stays a string, so
+//! A value that is a JSON object already in canonical form becomes `json:` (so it reads
+//! as YAML and is compared structurally; the CRD types `json` as an object, so arrays
+//! and scalars cannot go there); anything else stays a string, so
 //! the bytes never change. Values that are not UTF-8 cannot be written as YAML strings and
 //! are skipped, each named on stderr by the caller.
 use super::desired::{canonical_json, folder};
@@ -34,9 +35,8 @@ pub fn export(name: &str, namespace: Option<&str>, prefix: &str, pairs: &[(Strin
             skipped.push(key.clone());
             continue;
         };
-        let structured = serde_json::from_str::<serde_json::Value>(text)
-            .ok()
-            .filter(|v| (v.is_object() || v.is_array()) && canonical_json(v) == text);
+        let structured =
+            serde_json::from_str::<serde_json::Value>(text).ok().filter(|v| v.is_object() && canonical_json(v) == text);
         let entry = match structured {
             Some(json) => KvEntry { key: relative.to_string(), value: None, json: Some(json) },
             None => KvEntry { key: relative.to_string(), value: Some(text.to_string()), json: None },
@@ -110,8 +110,24 @@ pub enum KvCommand {
 }
 
 /// Entry point of `concord kv`.
+/// The same rules the KVConfig CRD enforces on `spec.prefix`, so that an export is
+/// never a manifest the API server would refuse.
+fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Err("the prefix must not be empty".to_string());
+    }
+    if prefix.starts_with('/') {
+        return Err(format!("prefix {prefix:?} must not start with /"));
+    }
+    if prefix.contains("..") {
+        return Err(format!("prefix {prefix:?} must not contain .."));
+    }
+    Ok(())
+}
+
 pub fn main(args: KvArgs) -> Result<(), String> {
     let KvCommand::Export { prefix, address, token, name, namespace } = args.command;
+    check_prefix(&prefix)?;
     let mut config = crate::consul::ClientConfig::new(crate::cluster::external_addresses(&address));
     if let Some(token) = token.filter(|t| !t.is_empty()) {
         config = config.token(crate::consul::Token::new(token));
@@ -150,6 +166,7 @@ mod tests {
             pair("config/app/production", br#"{"a":1,"b":[true]}"#),
             pair("config/app/spaced", br#"{ "a": 1 }"#),
             pair("config/app/log-level", b"info"),
+            pair("config/app/list", br#"["a","b"]"#),
             pair("config/app/", b""),
             pair("config/apple/x", b"not under the folder"),
             pair("config/app/bin", &[0xff, 0xfe]),
@@ -158,12 +175,16 @@ mod tests {
         assert_eq!(out.skipped, vec!["config/app/bin"]);
         let spec = &out.object.spec;
         assert_eq!(spec.prefix, "config/app/");
-        assert_eq!(spec.keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), ["log-level", "production", "spaced"]);
-        assert!(spec.keys[1].json.is_some(), "canonical JSON stays structured");
-        assert!(spec.keys[2].value.is_some(), "non-canonical JSON stays a string so its bytes stay");
+        assert_eq!(
+            spec.keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
+            ["list", "log-level", "production", "spaced"]
+        );
+        assert!(spec.keys[0].value.is_some(), "a JSON array stays a string: `json` holds objects only");
+        assert!(spec.keys[2].json.is_some(), "canonical JSON stays structured");
+        assert!(spec.keys[3].value.is_some(), "non-canonical JSON stays a string so its bytes stay");
         // Applying the manifest would write the same bytes back.
         let declared = desired_keys(spec, &Sources::default()).expect("valid");
-        for (k, v) in &pairs[..3] {
+        for (k, v) in &pairs[..4] {
             assert_eq!(&declared[k].0, v, "{k}");
         }
         let yaml = to_yaml(&out.object).expect("yaml");
