@@ -165,16 +165,23 @@ async fn run() -> Result<(), String> {
 
     let t = step(&format!("applying {} into namespace {NAMESPACE}", args.examples.display()));
     let consul_addrs = consul.http_addrs().join(",");
+    // Snapshots go to the demo's own temporary directory, not the host's /var/lib.
+    let snapshot_dir = kube.work_dir().join("snapshots");
     let mut objects = Vec::new();
     for path in yaml_files(&args.examples)? {
         let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let point_at_local_consul = |doc: &mut serde_json::Value| {
+        let localize = |doc: &mut serde_json::Value| {
             if doc["kind"] == "DiscoveryCluster" && doc["spec"]["external"].is_object() {
                 doc["spec"]["external"]["address"] = consul_addrs.clone().into();
                 doc["spec"]["external"]["tokenSecretRef"] = serde_json::json!({"name": TOKEN_SECRET, "key": "token"});
             }
+            if doc["kind"] == "ConsulSnapshot"
+                && let Some(file) = doc["spec"]["location"].as_str().and_then(|l| l.rsplit('/').next())
+            {
+                doc["spec"]["location"] = format!("file://{}", snapshot_dir.join(file).display()).into();
+            }
         };
-        objects.extend(apply_yaml(&client, Some(NAMESPACE), &text, point_at_local_consul).await?);
+        objects.extend(apply_yaml(&client, Some(NAMESPACE), &text, localize).await?);
     }
     done(t, &format!("{} objects", objects.len()));
 
