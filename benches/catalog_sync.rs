@@ -240,7 +240,7 @@ async fn main() {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
         .args(["controller", "--listen", "127.0.0.1:0", "--namespace", &ns])
         .env("KUBECONFIG", kube_env.kubeconfig_path())
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", std::env::var("BENCH_CONTROLLER_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("concord");

@@ -5,9 +5,12 @@
 //! - Incremental: every watch event marks its Service dirty; the loop drains every event
 //!   already waiting, diffs the dirty Services against what it last wrote, and writes.
 //! - Batching: writes go through `/v1/txn`. When idle, a change is written at once in a
-//!   transaction of its own; while a write is in flight, new events pile up and the next
-//!   round carries all of them, packed 64 operations per transaction, a few transactions
-//!   in parallel. Latency first, throughput under bursts, no timer in between.
+//!   transaction of its own; while a write is in flight the loop keeps reading the watches
+//!   into the index, and the next round carries everything that arrived meanwhile, packed
+//!   64 operations per transaction, a few transactions in parallel. Latency first,
+//!   throughput under bursts, no timer in between.
+//! - Per-round timings (events, keys, changes, idle/read/compute/write time, transaction
+//!   latency) are logged at debug level (`RUST_LOG=concord::sync::to_consul=debug`).
 //! - Anti-entropy: at start (once every watch has listed) and every `anti_entropy`, the
 //!   catalog's instances on our node with our identity are read back and compared with
 //!   the desired set: orphans are removed, gaps filled. A failed write schedules one too.
@@ -20,6 +23,7 @@ pub mod diff;
 
 use crate::consul::{self, Node, QueryOptions, TxnOp, TxnOutcome};
 use crate::runtime::Context;
+use crate::runtime::metrics::ReconcileTimer;
 use crate::sync::status::StatusBoard;
 use crate::sync::{EXTERNAL_SOURCE_KUBERNETES, META_EXTERNAL_SOURCE, META_SYNC, SyncIdentity, ToConsulConfig};
 use desired::{Instance, ServiceKey};
@@ -33,6 +37,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource, ResourceExt};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -310,41 +315,96 @@ async fn read_owned(consul: &consul::Client, identity: &SyncIdentity) -> Result<
     Ok(diff::owned_instances(identity, &services.map(|s| s.services).unwrap_or_default(), &checks))
 }
 
-/// Writes `changes`, recording each committed transaction in `applied`.
-async fn write(
-    consul: &consul::Client,
-    node: &str,
-    changes: Vec<Change>,
-    applied: &mut Applied,
-) -> Result<usize, Error> {
-    let batches = batch::batches(node, changes, consul::MAX_TXN_OPS);
+/// What one round of writes did: the changes Consul committed (to record in
+/// [`Applied`]) and the first failure, if any.
+struct Written {
+    committed: Vec<Change>,
+    error: Option<Error>,
+}
+
+/// Writes `changes`, packed into transactions, [`PARALLEL_TXNS`] in flight. Owns its
+/// inputs so the loop can keep reading watch events while it runs.
+async fn write(consul: consul::Client, node: String, changes: Vec<Change>) -> Written {
+    let batches = batch::batches(&node, changes, consul::MAX_TXN_OPS);
+    let txns = batches.len();
+    let consul = &consul;
     let mut results = futures::stream::iter(batches.into_iter().map(|b| async move {
+        let started = Instant::now();
         let outcome = consul.txn(&b.ops).await;
-        (b, outcome)
+        (b, outcome, started.elapsed())
     }))
     .buffer_unordered(PARALLEL_TXNS);
-    let mut written = 0;
-    let mut first_error = None;
-    while let Some((b, outcome)) = results.next().await {
+    let mut out = Written { committed: Vec::new(), error: None };
+    let (mut txn_total, mut txn_max) = (Duration::ZERO, Duration::ZERO);
+    while let Some((b, outcome, took)) = results.next().await {
+        txn_total += took;
+        txn_max = txn_max.max(took);
         match outcome {
-            Ok(TxnOutcome::Committed(_)) => {
-                written += b.changes.len();
-                for c in &b.changes {
-                    applied.record(c);
-                }
-            }
+            Ok(TxnOutcome::Committed(_)) => out.committed.extend(b.changes),
             Ok(TxnOutcome::RolledBack { errors, .. }) => {
                 let what = errors.into_iter().map(|e| e.what).collect::<Vec<_>>().join("; ");
-                first_error.get_or_insert(Error::RolledBack(what));
+                out.error.get_or_insert(Error::RolledBack(what));
             }
             Err(e) => {
-                first_error.get_or_insert(Error::Consul(e));
+                out.error.get_or_insert(Error::Consul(e));
             }
         }
     }
-    match first_error {
-        None => Ok(written),
-        Some(e) => Err(e),
+    if txns > 0 {
+        tracing::debug!(
+            txns,
+            txn_mean_ms = (txn_total / txns as u32).as_millis() as u64,
+            txn_max_ms = txn_max.as_millis() as u64,
+            "to-consul transactions"
+        );
+    }
+    out
+}
+
+/// A round of writes in flight, with what the loop needs when it ends.
+struct InFlight<'a> {
+    full: bool,
+    changes: usize,
+    started: Instant,
+    _timer: ReconcileTimer<'a>,
+}
+
+/// Records what a round committed, and schedules the next full comparison: after the
+/// anti-entropy period when a full pass succeeded, after a backoff when a write failed.
+fn finish_round(
+    ctx: &Context,
+    cfg: &ToConsulConfig,
+    round: InFlight<'_>,
+    written: Written,
+    applied: &mut Applied,
+    failures: &mut u32,
+    full_due: &mut Instant,
+) {
+    for c in &written.committed {
+        applied.record(c);
+    }
+    let n = written.committed.len();
+    let write_ms = round.started.elapsed().as_millis() as u64;
+    match written.error {
+        None => {
+            *failures = 0;
+            if round.full {
+                let instances = applied.by_id.len();
+                tracing::info!(identity = %cfg.identity, changes = n, instances, write_ms, "anti-entropy pass done");
+                *full_due = Instant::now() + cfg.anti_entropy;
+            } else {
+                tracing::debug!(changes = n, write_ms, "catalog updated");
+            }
+        }
+        Some(e) => {
+            *failures += 1;
+            ctx.metrics.reconcile_failed(CONTROLLER, e.category());
+            tracing::warn!(
+                error = %e, changes = round.changes, written = n, identity = %cfg.identity,
+                "catalog write failed; a full comparison follows"
+            );
+            *full_due = Instant::now() + crate::runtime::context::backoff_delay(*failures, rand::random());
+        }
     }
 }
 
@@ -378,24 +438,49 @@ pub async fn run(
     let mut full_due = Instant::now();
     let mut failures: u32 = 0;
     tracing::info!(identity = %cfg.identity, node, "Kubernetes → Consul sync started");
+    // The round of writes in flight, if any. While it runs the loop keeps applying watch
+    // events to the index (marking Services dirty), so the next round carries everything
+    // that arrived meanwhile. Draining only what is already buffered is not enough: the
+    // HTTP body of a watch is read on demand, so unread events stay in the socket.
+    let mut writing: Option<(InFlight<'_>, futures::future::BoxFuture<'static, Written>)> = None;
+    // Watch events applied since the last round started, and when the loop last went idle.
+    let mut events = 0usize;
+    let mut idle_since = Instant::now();
     loop {
         let primed = index.is_primed();
         tokio::select! {
             _ = stop.cancelled() => break,
             input = inputs.next() => match input {
-                Some(i) => index.apply(i, &mut dirty),
+                Some(i) => {
+                    index.apply(i, &mut dirty);
+                    events += 1;
+                }
                 None => break,
             },
-            _ = tokio::time::sleep_until(full_due), if primed => {}
+            written = futures::future::OptionFuture::from(writing.as_mut().map(|(_, w)| w)),
+                if writing.is_some() =>
+            {
+                if let (Some((done, _)), Some(written)) = (writing.take(), written) {
+                    finish_round(&ctx, &cfg, done, written, &mut applied, &mut failures, &mut full_due);
+                    board.update(|s| s.to_consul_instances = applied.by_id.len() as i64);
+                }
+                idle_since = Instant::now();
+            }
+            _ = tokio::time::sleep_until(full_due), if primed && writing.is_none() => {}
         }
         // Drain everything that is already waiting: one write round carries it all.
         while let Some(Some(i)) = inputs.next().now_or_never() {
             index.apply(i, &mut dirty);
+            events += 1;
         }
-        if !index.is_primed() {
+        if !index.is_primed() || writing.is_some() {
             continue;
         }
         let full = Instant::now() >= full_due;
+        if !full && dirty.is_empty() {
+            continue;
+        }
+        let reading = Instant::now();
         let keys: Vec<ServiceKey> = if full {
             dirty.clear();
             match read_owned(&consul, &cfg.identity).await {
@@ -412,13 +497,15 @@ pub async fn run(
         } else {
             std::mem::take(&mut dirty).into_iter().collect()
         };
+        let read = reading.elapsed();
         if keys.is_empty() {
             if full {
                 full_due = Instant::now() + cfg.anti_entropy;
             }
             continue;
         }
-        let _timer = ctx.metrics.reconcile_started(CONTROLLER);
+        let timer = ctx.metrics.reconcile_started(CONTROLLER);
+        let computing = Instant::now();
         let mut changes = Vec::new();
         for key in &keys {
             let d = index.desired_for(&cfg, key);
@@ -426,26 +513,19 @@ pub async fn run(
             let want: BTreeMap<String, Instance> = d.instances.into_iter().map(|i| (i.id.clone(), i)).collect();
             changes.extend(diff::diff(&want, &applied.of_key(key)));
         }
-        let n = changes.len();
-        match write(&consul, &node, changes, &mut applied).await {
-            Ok(written) => {
-                failures = 0;
-                if full {
-                    tracing::info!(identity = %cfg.identity, changes = written, instances = applied.by_id.len(), "anti-entropy pass done");
-                    full_due = Instant::now() + cfg.anti_entropy;
-                } else {
-                    tracing::debug!(changes = written, "catalog updated");
-                }
-            }
-            Err(e) => {
-                failures += 1;
-                ctx.metrics.reconcile_failed(CONTROLLER, e.category());
-                tracing::warn!(error = %e, changes = n, identity = %cfg.identity, "catalog write failed; a full comparison follows");
-                full_due = Instant::now() + crate::runtime::context::backoff_delay(failures, rand::random());
-            }
-        }
-        let count = applied.by_id.len() as i64;
-        board.update(|s| s.to_consul_instances = count);
+        tracing::debug!(
+            full,
+            events,
+            keys = keys.len(),
+            changes = changes.len(),
+            idle_ms = reading.saturating_duration_since(idle_since).as_millis() as u64,
+            read_ms = read.as_millis() as u64,
+            compute_ms = computing.elapsed().as_millis() as u64,
+            "to-consul round"
+        );
+        events = 0;
+        let round = InFlight { full, changes: changes.len(), started: Instant::now(), _timer: timer };
+        writing = Some((round, write(consul.clone(), node.clone(), changes).boxed()));
     }
     tracing::info!(identity = %cfg.identity, "Kubernetes → Consul sync stopped");
 }
@@ -482,9 +562,11 @@ pub async fn remove_all(consul: &consul::Client, identity: &SyncIdentity) -> Res
     let owned = diff::owned_instances(identity, &found.services, &[]);
     let changes: Vec<Change> =
         owned.values().map(|i| Change::Delete { id: i.id.clone(), name: i.name.clone() }).collect();
-    let mut applied = Applied::default();
-    applied.reset(owned);
-    let n = write(consul, &node, changes, &mut applied).await?;
+    let written = write(consul.clone(), node.clone(), changes).await;
+    if let Some(e) = written.error {
+        return Err(e);
+    }
+    let n = written.committed.len();
     if found.services.len() == n && found.node.meta.get(META_SYNC).map(String::as_str) == Some(identity.as_str()) {
         consul.txn(&[TxnOp::NodeDelete { node }]).await?;
     }
