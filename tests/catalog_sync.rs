@@ -417,3 +417,167 @@ async fn nothing_loops_back_and_nothing_owned_by_others_is_touched() {
         .catalog_deregister(&CatalogDeregistration { node, service_id: "squatter".into(), ..Default::default() })
         .await;
 }
+
+/// More mirrored services than Consul's default per-client connection limit (200): the
+/// sync must watch the catalog with a fixed number of connections, not one per service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_consul_services_are_mirrored_over_a_fixed_number_of_watches() {
+    const SERVICES: usize = 300;
+    const NODES: usize = 10;
+    let kube_env = testenv::shared_kube().await;
+    let consul_env = testenv::ConsulCluster::start(Default::default()).await.expect("own Consul");
+    let client = kube_env.client().await;
+    install_crds(&client).await;
+    let ns = kube_env.create_namespace("sync-many").await;
+    let c = consul_client(&consul_env);
+
+    // 300 services with one checked instance each over 10 nodes, plus a second instance
+    // of scale-0, registered through /v1/txn (chunked at 64 operations).
+    let instance = |i: usize, n: usize, status: CheckStatus| {
+        let id = format!("scale-{i}-{n}");
+        let node = format!("vm-scale-{n}");
+        let service = NodeService {
+            id: id.clone(),
+            service: format!("scale-{i}"),
+            address: format!("10.40.{}.{}", i / 200, i % 200 + n + 1),
+            port: 8000,
+            ..Default::default()
+        };
+        let check = HealthCheck {
+            node: node.clone(),
+            check_id: format!("{id}-alive"),
+            name: "alive".into(),
+            status,
+            service_id: id,
+            ..Default::default()
+        };
+        [consul::TxnOp::ServiceSet { node, service }, consul::TxnOp::CheckSet(check)]
+    };
+    let mut ops: Vec<consul::TxnOp> = (0..NODES)
+        .map(|n| {
+            consul::TxnOp::NodeSet(consul::Node {
+                node: format!("vm-scale-{n}"),
+                address: format!("10.41.0.{n}"),
+                ..Default::default()
+            })
+        })
+        .collect();
+    for i in 0..SERVICES {
+        ops.extend(instance(i, i % NODES, CheckStatus::Passing));
+    }
+    ops.extend(instance(0, 1, CheckStatus::Passing));
+    let outcome = c.txn_chunked(&ops).await.expect("txn");
+    assert!(matches!(outcome, consul::TxnOutcome::Committed(_)), "{outcome:?}");
+
+    external_cluster(&client, &ns, &consul_env.http_addrs(), Some(json!({"toKubernetes": {"enabled": true}}))).await;
+    let _controller = start_controller(client.clone(), &ns, &[]).await;
+
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), &ns);
+    let mirrored = ListParams::default().labels(&format!("concord.io/sync-identity={ns}-consul"));
+    let all_slow = Duration::from_secs(30);
+    eventually("all 300 Services mirrored", all_slow, || async {
+        let n = services.list_metadata(&mirrored).await.ok()?.items.len();
+        (n == SERVICES).then_some(())
+    })
+    .await;
+    eventually("all 300 services have a slice with their ready address", all_slow, || async {
+        (ready_total(&slices, &mirrored).await? == SERVICES + 1).then_some(())
+    })
+    .await;
+
+    // The point: a fixed number of connections to Consul, not one per service (Consul
+    // answers 429 beyond 200 per client IP by default). Only this process talks to this
+    // Consul's HTTP ports: the controller, plus this test's own client.
+    let open = consul_connections(&consul_env.http_addrs());
+    assert!(open < 64, "{open} connections to Consul for {SERVICES} mirrored services");
+
+    // One of scale-0's two instances goes critical: it leaves the slice, the other stays.
+    let ready_of = |name: &'static str| {
+        let slices = slices.clone();
+        async move {
+            let list =
+                slices.list(&ListParams::default().labels(&format!("kubernetes.io/service-name={name}"))).await.ok()?;
+            let mut addrs: Vec<String> = list
+                .items
+                .iter()
+                .flat_map(|s| s.endpoints.iter())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                .flat_map(|e| e.addresses.clone())
+                .collect();
+            addrs.sort();
+            Some(addrs)
+        }
+    };
+    assert_eq!(ready_of("scale-0").await.expect("slices"), ["10.40.0.1", "10.40.0.2"]);
+    let [_, critical] = instance(0, 1, CheckStatus::Critical);
+    let outcome = c.txn(&[critical]).await.expect("txn");
+    assert!(matches!(outcome, consul::TxnOutcome::Committed(_)), "{outcome:?}");
+    eventually("critical instance leaves scale-0's slice", WAIT, || async {
+        ready_of("scale-0").await.filter(|a| *a == ["10.40.0.1"])
+    })
+    .await;
+
+    // Every service's first instance goes critical at once (one check write each): every
+    // slice empties but for scale-0's second instance, now the only ready one... and back.
+    let flip = |status: CheckStatus| -> Vec<consul::TxnOp> {
+        (0..SERVICES).map(|i| instance(i, i % NODES, status)).map(|[_, check]| check).collect()
+    };
+    c.txn_chunked(&flip(CheckStatus::Critical)).await.expect("txn");
+    eventually("all 300 first instances out of their slices", all_slow, || async {
+        (ready_total(&slices, &mirrored).await? == 0).then_some(())
+    })
+    .await;
+    c.txn_chunked(&flip(CheckStatus::Passing)).await.expect("txn");
+    eventually("all 300 first instances back", all_slow, || async {
+        (ready_total(&slices, &mirrored).await? == SERVICES).then_some(())
+    })
+    .await;
+
+    // A service deregistered in Consul goes away in Kubernetes, the others stay.
+    c.catalog_deregister(&CatalogDeregistration {
+        node: "vm-scale-7".into(),
+        service_id: "scale-7-7".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("deregister");
+    eventually("scale-7 gone", WAIT, || async {
+        services.get_opt("scale-7").await.ok().flatten().is_none().then_some(())
+    })
+    .await;
+    assert_eq!(services.list_metadata(&mirrored).await.expect("list").items.len(), SERVICES - 1);
+}
+
+/// Ready endpoints over every slice matching `lp`.
+async fn ready_total(slices: &Api<EndpointSlice>, lp: &ListParams) -> Option<usize> {
+    let list = slices.list(lp).await.ok()?;
+    Some(
+        list.items
+            .iter()
+            .flat_map(|s| s.endpoints.iter())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+            .count(),
+    )
+}
+
+/// Established TCP connections (client side) to any of `addrs` (`host:port` or URLs), from
+/// `/proc/net/tcp{,6}`.
+fn consul_connections(addrs: &[String]) -> usize {
+    let ports: BTreeSet<u16> =
+        addrs.iter().filter_map(|a| a.trim_end_matches('/').rsplit(':').next()?.parse().ok()).collect();
+    assert!(!ports.is_empty(), "ports of {addrs:?}");
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(remote), Some(state)) = (cols.get(2), cols.get(3)) else { continue };
+            let port = remote.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if *state == "01" && port.is_some_and(|p| ports.contains(&p)) {
+                n += 1;
+            }
+        }
+    }
+    n
+}

@@ -302,6 +302,15 @@ impl Client {
         Ok(resp.map(Option::unwrap_or_default))
     }
 
+    /// `GET /v1/health/state/:state` (`any`, `passing`, `warning`, `critical`): every
+    /// check in that state, node-level and per service instance, in one answer (one
+    /// blocking query watches the health of the whole catalog).
+    pub async fn health_state(&self, state: &str, opts: &QueryOptions) -> Result<QueryResponse<Vec<HealthCheck>>> {
+        let req = self.read(["v1", "health", "state", state], opts);
+        let resp = self.query::<Option<Vec<HealthCheck>>>(&req).await?;
+        Ok(resp.map(Option::unwrap_or_default))
+    }
+
     /// `GET /v1/health/service/:name`: instances with their node and checks, filtered
     /// to those having every tag in `tags`, and to those whose checks all pass when
     /// `passing_only` (what DNS answers).

@@ -1,8 +1,8 @@
-//! Consul → Kubernetes. One blocking query on `/v1/catalog/services` (filtered to
-//! services with instances that did not come from Kubernetes) tells which services
-//! exist; each gets its own blocking query on `/v1/health/service/<name>`, so a health
-//! flip reaches Kubernetes in one round trip. Each change applies the Service and its
-//! EndpointSlices ([`desired::objects`]) by server-side apply, a few services at once,
+//! Consul → Kubernetes. [`watch`] follows the whole catalog with two blocking queries
+//! (service names, and every check outside the sync nodes) and re-reads only the services
+//! whose checks changed, a few at once; whatever the number of mirrored services, the
+//! sync holds two long-lived connections to Consul. Each change applies the Service and
+//! its EndpointSlices ([`desired::objects`]) by server-side apply, a few services at once,
 //! one write at a time per service.
 //!
 //! A Service that exists under the wanted name without this sync's identity label is
@@ -10,8 +10,9 @@
 //! DiscoveryCluster and in `status.sync.nameClashes`. Services this sync created whose
 //! Consul service vanished are deleted, at once and on every anti-entropy pass.
 pub mod desired;
+pub mod watch;
 
-use crate::consul::{self, ConsulIndex, QueryOptions};
+use crate::consul;
 use crate::runtime::Context;
 use crate::sync::names::{NamePlan, plan_names};
 use crate::sync::status::StatusBoard;
@@ -25,18 +26,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use watch::Msg;
 
 const CONTROLLER: &str = "catalogsync-to-kubernetes";
 /// Services written at once.
 const PARALLEL_APPLIES: usize = 8;
-/// How long one blocking query waits at most before it is re-sent.
-const BLOCKING_WAIT: Duration = Duration::from_secs(300);
-/// Only services with at least one instance not registered from Kubernetes.
-const CATALOG_FILTER: &str = r#"ServiceMeta["external-source"] != "kubernetes""#;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kubernetes: {0}")]
@@ -50,69 +47,6 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Clash(_) => "name_clash",
-        }
-    }
-}
-
-enum Msg {
-    Catalog(BTreeSet<String>),
-    Health(String, Vec<MirrorInstance>),
-}
-
-/// Watches the catalog's service names until `stop`, sending each new set.
-async fn watch_catalog(consul: consul::Client, cfg: ToKubernetesConfig, tx: mpsc::Sender<Msg>) {
-    let mut index = ConsulIndex::ZERO;
-    let mut failures = 0u32;
-    loop {
-        let opts =
-            QueryOptions { filter: Some(CATALOG_FILTER.to_string()), ..QueryOptions::blocking(index, BLOCKING_WAIT) };
-        match consul.catalog_services(&opts).await {
-            Ok(r) => {
-                failures = 0;
-                let unchanged = r.index == index;
-                index = index.advance(r.index);
-                if unchanged {
-                    continue;
-                }
-                let names = r.value.into_keys().filter(|n| desired::is_candidate(&cfg, n)).collect();
-                if tx.send(Msg::Catalog(names)).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %e, "catalog watch failed; retrying");
-                index = ConsulIndex::ZERO;
-                tokio::time::sleep(crate::runtime::context::backoff_delay(failures.min(5), rand::random())).await;
-            }
-        }
-    }
-}
-
-/// Watches one service's instances, sending them whenever they change.
-async fn watch_health(consul: consul::Client, name: String, tx: mpsc::Sender<Msg>) {
-    let mut index = ConsulIndex::ZERO;
-    let mut last: Option<Vec<MirrorInstance>> = None;
-    let mut failures = 0u32;
-    loop {
-        match consul.health_service(&name, &[], false, &QueryOptions::blocking(index, BLOCKING_WAIT)).await {
-            Ok(r) => {
-                failures = 0;
-                index = index.advance(r.index);
-                let now = desired::mirrored_instances(&r.value);
-                if last.as_ref() != Some(&now) {
-                    last = Some(now.clone());
-                    if tx.send(Msg::Health(name.clone(), now)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %e, service = %name, "health watch failed; retrying");
-                index = ConsulIndex::ZERO;
-                tokio::time::sleep(crate::runtime::context::backoff_delay(failures.min(5), rand::random())).await;
-            }
         }
     }
 }
@@ -222,8 +156,9 @@ pub async fn run(
     });
     let (tx, mut rx) = mpsc::channel::<Msg>(1024);
     let mut watchers: JoinSet<()> = JoinSet::new();
-    watchers.spawn(watch_catalog(consul.clone(), cfg.clone(), tx.clone()));
-    let mut health: HashMap<String, AbortHandle> = HashMap::new();
+    watchers.spawn(watch::run(consul, cfg.clone(), tx));
+    // The mirrored Consul service names, as the watch last reported them.
+    let mut known: BTreeSet<String> = BTreeSet::new();
     let mut plan = NamePlan::default();
     let mut latest: HashMap<String, Vec<MirrorInstance>> = HashMap::new();
     // Kubernetes name → Consul name, of what this sync wrote (or found at start).
@@ -241,18 +176,11 @@ pub async fn run(
             _ = stop.cancelled() => break,
             msg = rx.recv() => match msg {
                 Some(Msg::Catalog(names)) => {
-                    for gone in health.keys().filter(|n| !names.contains(*n)).cloned().collect::<Vec<_>>() {
-                        if let Some(h) = health.remove(&gone) {
-                            h.abort();
-                        }
-                        latest.remove(&gone);
-                        pending.insert(gone);
+                    for gone in known.difference(&names) {
+                        latest.remove(gone);
+                        pending.insert(gone.clone());
                     }
-                    let new_names: Vec<String> = names.iter().filter(|n| !health.contains_key(*n)).cloned().collect();
-                    for new in &new_names {
-                        let h = watchers.spawn(watch_health(consul.clone(), new.clone(), tx.clone()));
-                        health.insert(new.clone(), h);
-                    }
+                    known = names.clone();
                     let new_plan = plan_names(&cfg.prefix, &names);
                     for (c, k) in &new_plan.names {
                         if plan.names.get(c) != Some(k) {
@@ -282,7 +210,7 @@ pub async fn run(
                     }).await;
                 }
                 Some(Msg::Health(name, instances)) => {
-                    if health.contains_key(&name) {
+                    if known.contains(&name) {
                         latest.insert(name.clone(), instances);
                         pending.insert(name);
                     }

@@ -1,0 +1,368 @@
+//! The Consul side of Consul → Kubernetes: two blocking queries for the whole catalog,
+//! whatever the number of mirrored services, and instance reads only where something
+//! changed.
+//!
+//! - `/v1/catalog/services` (filtered to services with an instance not from Kubernetes):
+//!   which services exist.
+//! - `/v1/health/state/any` (filtered to skip the sync nodes `k8s-sync-*`, whose
+//!   instances all came from Kubernetes): every check with its status. A service is
+//!   re-read when its own checks changed (an instance added or removed with its check,
+//!   a status flip) or when a node-level check changed on a node it has an instance on.
+//! - `/v1/health/service/<name>` (not blocking), at most [`PARALLEL_READS`] at once: the
+//!   instances of a changed service, turned into [`MirrorInstance`]s and sent on when
+//!   they differ from what was sent before.
+//!
+//! What the check view cannot see (an instance without checks of its own, an address or
+//! port change that leaves the checks alone) is re-read on every change of the catalog
+//! index (services with an unchecked instance) and on every anti-entropy pass (all).
+//!
+//! An earlier version held one blocking query per mirrored service: with more than ~200
+//! services Consul's per-client connection limit (`limits.http_max_conns_per_client`)
+//! answered `429 Too Many Requests` and the sync never converged.
+use super::desired::{self, MirrorInstance};
+use crate::consul::{self, CheckStatus, ConsulIndex, HealthCheck, QueryOptions, ServiceEntry};
+use crate::sync::ToKubernetesConfig;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Instance reads in flight at once.
+pub const PARALLEL_READS: usize = 8;
+/// How long one blocking query waits at most before it is re-sent.
+const BLOCKING_WAIT: Duration = Duration::from_secs(300);
+/// Only services with at least one instance not registered from Kubernetes.
+const CATALOG_FILTER: &str = r#"ServiceMeta["external-source"] != "kubernetes""#;
+/// Checks not on a sync node (every instance there came from Kubernetes).
+const CHECKS_FILTER: &str = r#"Node not matches "^k8s-sync-""#;
+
+/// What the watch tells the writer.
+pub enum Msg {
+    /// The mirrored service names (deny list applied), whenever they change.
+    Catalog(BTreeSet<String>),
+    /// One service's instances, whenever they change (after its name was sent).
+    Health(String, Vec<MirrorInstance>),
+}
+
+/// The checks of the catalog, in the shape change detection needs (pure).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckView {
+    /// Consul service name → (node, service ID, check ID, status), sorted.
+    pub services: BTreeMap<String, Vec<(String, String, String, CheckStatus)>>,
+    /// Node → (check ID, status) of its node-level checks, sorted.
+    pub nodes: BTreeMap<String, Vec<(String, CheckStatus)>>,
+}
+
+impl CheckView {
+    pub fn from_checks(checks: &[HealthCheck]) -> Self {
+        let mut view = CheckView::default();
+        for c in checks {
+            if c.service_id.is_empty() {
+                view.nodes.entry(c.node.clone()).or_default().push((c.check_id.clone(), c.status));
+            } else {
+                view.services.entry(c.service_name.clone()).or_default().push((
+                    c.node.clone(),
+                    c.service_id.clone(),
+                    c.check_id.clone(),
+                    c.status,
+                ));
+            }
+        }
+        for v in view.services.values_mut() {
+            v.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+        }
+        for v in view.nodes.values_mut() {
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        view
+    }
+}
+
+/// Services to re-read after the checks moved from `old` to `new`: those whose own checks
+/// changed, and those with an instance (per `nodes_of`, service → nodes) on a node whose
+/// node-level checks changed.
+pub fn changed_services(
+    old: &CheckView,
+    new: &CheckView,
+    nodes_of: &HashMap<String, BTreeSet<String>>,
+) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = BTreeSet::new();
+    for name in old.services.keys().chain(new.services.keys()) {
+        if old.services.get(name) != new.services.get(name) {
+            out.insert(name.clone());
+        }
+    }
+    let nodes: BTreeSet<&String> =
+        old.nodes.keys().chain(new.nodes.keys()).filter(|n| old.nodes.get(*n) != new.nodes.get(*n)).collect();
+    if !nodes.is_empty() {
+        for (service, on) in nodes_of {
+            if on.iter().any(|n| nodes.contains(n)) {
+                out.insert(service.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Whether an instance has no check of its own, so that the check view cannot see it
+/// come, go or change (pure).
+pub fn has_unchecked_instance(entries: &[ServiceEntry]) -> bool {
+    entries.iter().any(|e| {
+        let id = if e.service.id.is_empty() { &e.service.service } else { &e.service.id };
+        !e.checks.iter().any(|c| &c.service_id == id)
+    })
+}
+
+/// What the last read of one service found.
+struct Known {
+    unchecked: bool,
+    sent: Vec<MirrorInstance>,
+}
+
+enum Seen {
+    Names(BTreeSet<String>),
+    Checks(CheckView),
+}
+
+/// Watches the catalog's service names, sending the set on every index change.
+async fn watch_catalog(consul: consul::Client, cfg: ToKubernetesConfig, tx: mpsc::Sender<Seen>) {
+    let mut index = ConsulIndex::ZERO;
+    let mut failures = 0u32;
+    loop {
+        let opts =
+            QueryOptions { filter: Some(CATALOG_FILTER.to_string()), ..QueryOptions::blocking(index, BLOCKING_WAIT) };
+        match consul.catalog_services(&opts).await {
+            Ok(r) => {
+                failures = 0;
+                let unchanged = r.index == index;
+                index = index.advance(r.index);
+                if unchanged {
+                    continue;
+                }
+                let names = r.value.into_keys().filter(|n| desired::is_candidate(&cfg, n)).collect();
+                if tx.send(Seen::Names(names)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, "catalog watch failed; retrying");
+                index = ConsulIndex::ZERO;
+                tokio::time::sleep(crate::runtime::context::backoff_delay(failures.min(5), rand::random())).await;
+            }
+        }
+    }
+}
+
+/// Watches every check outside the sync nodes, sending the view when it changes.
+async fn watch_checks(consul: consul::Client, tx: mpsc::Sender<Seen>) {
+    let mut index = ConsulIndex::ZERO;
+    let mut last: Option<CheckView> = None;
+    let mut failures = 0u32;
+    loop {
+        let opts =
+            QueryOptions { filter: Some(CHECKS_FILTER.to_string()), ..QueryOptions::blocking(index, BLOCKING_WAIT) };
+        match consul.health_state("any", &opts).await {
+            Ok(r) => {
+                failures = 0;
+                index = index.advance(r.index);
+                let view = CheckView::from_checks(&r.value);
+                if last.as_ref() != Some(&view) {
+                    last = Some(view.clone());
+                    if tx.send(Seen::Checks(view)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, "health watch failed; retrying");
+                index = ConsulIndex::ZERO;
+                tokio::time::sleep(crate::runtime::context::backoff_delay(failures.min(5), rand::random())).await;
+            }
+        }
+    }
+}
+
+/// Watches Consul for one sync until `tx` is closed (the task is aborted with its
+/// writer), sending service names and then each service's instances as they change.
+pub async fn run(consul: consul::Client, cfg: ToKubernetesConfig, tx: mpsc::Sender<Msg>) {
+    let (seen_tx, mut seen) = mpsc::channel::<Seen>(16);
+    let mut watches: JoinSet<()> = JoinSet::new();
+    watches.spawn(watch_catalog(consul.clone(), cfg.clone(), seen_tx.clone()));
+    watches.spawn(watch_checks(consul.clone(), seen_tx));
+    let mut names: Option<BTreeSet<String>> = None;
+    let mut view: Option<CheckView> = None;
+    let mut known: HashMap<String, Known> = HashMap::new();
+    let mut nodes_of: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut dirty: BTreeSet<String> = BTreeSet::new();
+    let mut reading: HashSet<String> = HashSet::new();
+    let mut reads: JoinSet<(String, Result<Vec<ServiceEntry>, consul::Error>)> = JoinSet::new();
+    let mut failures = 0u32;
+    let mut retry_due: Option<Instant> = None;
+    let mut refresh_due = Instant::now() + cfg.anti_entropy;
+    loop {
+        tokio::select! {
+            s = seen.recv() => match s {
+                Some(Seen::Names(new)) => {
+                    let changed = names.as_ref() != Some(&new);
+                    known.retain(|n, _| new.contains(n));
+                    nodes_of.retain(|n, _| new.contains(n));
+                    dirty.retain(|n| new.contains(n));
+                    let old = names.replace(new.clone()).unwrap_or_default();
+                    dirty.extend(new.difference(&old).cloned());
+                    dirty.extend(known.iter().filter(|(_, k)| k.unchecked).map(|(n, _)| n.clone()));
+                    if changed && tx.send(Msg::Catalog(new)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Seen::Checks(new)) => {
+                    if let (Some(old), Some(names)) = (&view, &names) {
+                        dirty.extend(changed_services(old, &new, &nodes_of).into_iter().filter(|n| names.contains(n)));
+                    }
+                    view = Some(new);
+                }
+                None => break,
+            },
+            Some(done) = reads.join_next(), if !reads.is_empty() => {
+                let Ok((name, result)) = done else { continue };
+                reading.remove(&name);
+                match result {
+                    Ok(entries) => {
+                        failures = 0;
+                        if !names.as_ref().is_some_and(|n| n.contains(&name)) {
+                            continue;
+                        }
+                        let instances = desired::mirrored_instances(&entries);
+                        let nodes: BTreeSet<String> = entries.iter().map(|e| e.node.node.clone()).collect();
+                        let unchanged = known.get(&name).is_some_and(|k| k.sent == instances);
+                        nodes_of.insert(name.clone(), nodes);
+                        let unchecked = has_unchecked_instance(&entries);
+                        known.insert(name.clone(), Known { unchecked, sent: instances.clone() });
+                        if !unchanged && tx.send(Msg::Health(name, instances)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(error = %e, service = %name, "cannot read Consul service; retrying");
+                        dirty.insert(name);
+                        retry_due.get_or_insert(
+                            Instant::now() + crate::runtime::context::backoff_delay(failures.min(5), rand::random()),
+                        );
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(refresh_due) => {
+                refresh_due = Instant::now() + cfg.anti_entropy;
+                dirty.extend(names.iter().flatten().cloned());
+            },
+            _ = tokio::time::sleep_until(retry_due.unwrap_or_else(Instant::now)), if retry_due.is_some() => {
+                retry_due = None;
+            },
+        }
+        // Reads start once both watches answered, so no change between them is missed.
+        if retry_due.is_some() || view.is_none() || names.is_none() {
+            continue;
+        }
+        let next: Vec<String> = dirty.iter().filter(|n| !reading.contains(*n)).cloned().collect();
+        for name in next {
+            if reads.len() >= PARALLEL_READS {
+                break;
+            }
+            dirty.remove(&name);
+            reading.insert(name.clone());
+            let c = consul.clone();
+            reads.spawn(async move {
+                let r = c.health_service(&name, &[], false, &QueryOptions::default()).await.map(|r| r.value);
+                (name, r)
+            });
+        }
+    }
+    watches.abort_all();
+    reads.abort_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(node: &str, service: &str, id: &str, status: CheckStatus) -> HealthCheck {
+        HealthCheck {
+            node: node.into(),
+            check_id: format!("{id}-check"),
+            status,
+            service_id: id.into(),
+            service_name: service.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_services_whose_checks_changed_are_re_read() {
+        let old = CheckView::from_checks(&[
+            check("vm1", "billing", "b1", CheckStatus::Passing),
+            check("vm2", "billing", "b2", CheckStatus::Passing),
+            check("vm1", "orders", "o1", CheckStatus::Passing),
+            check("vm3", "gone", "g1", CheckStatus::Passing),
+        ]);
+        // Same checks in another order: nothing to do.
+        let same = CheckView::from_checks(&[
+            check("vm1", "orders", "o1", CheckStatus::Passing),
+            check("vm3", "gone", "g1", CheckStatus::Passing),
+            check("vm2", "billing", "b2", CheckStatus::Passing),
+            check("vm1", "billing", "b1", CheckStatus::Passing),
+        ]);
+        assert!(changed_services(&old, &same, &HashMap::new()).is_empty());
+        // A flip, an instance added with its check, a service's last check gone.
+        let new = CheckView::from_checks(&[
+            check("vm1", "billing", "b1", CheckStatus::Critical),
+            check("vm2", "billing", "b2", CheckStatus::Passing),
+            check("vm1", "orders", "o1", CheckStatus::Passing),
+            check("vm4", "cache", "c1", CheckStatus::Passing),
+        ]);
+        let got = changed_services(&old, &new, &HashMap::new());
+        assert_eq!(got, BTreeSet::from(["billing".to_string(), "cache".to_string(), "gone".to_string()]));
+    }
+
+    #[test]
+    fn a_node_check_change_re_reads_the_services_on_that_node() {
+        let base =
+            [check("vm1", "billing", "b1", CheckStatus::Passing), check("vm2", "orders", "o1", CheckStatus::Passing)];
+        let old = CheckView::from_checks(&base);
+        let mut with_node_check = base.to_vec();
+        with_node_check.push(HealthCheck {
+            node: "vm2".into(),
+            check_id: "serfHealth".into(),
+            status: CheckStatus::Critical,
+            ..Default::default()
+        });
+        let new = CheckView::from_checks(&with_node_check);
+        let nodes_of: HashMap<String, BTreeSet<String>> = [
+            ("billing".to_string(), BTreeSet::from(["vm1".to_string()])),
+            ("orders".to_string(), BTreeSet::from(["vm2".to_string(), "vm3".to_string()])),
+        ]
+        .into();
+        assert_eq!(changed_services(&old, &new, &nodes_of), BTreeSet::from(["orders".to_string()]));
+    }
+
+    #[test]
+    fn instances_without_a_check_of_their_own_are_noticed() {
+        let entry = |id: &str, checks: serde_json::Value| -> ServiceEntry {
+            serde_json::from_value(json!({
+                "Node": {"Node": "vm1", "Address": "10.0.0.1"},
+                "Service": {"ID": id, "Service": "billing", "Port": 80},
+                "Checks": checks
+            }))
+            .expect("entry")
+        };
+        let checked = entry("b1", json!([{"CheckID": "c", "Status": "passing", "ServiceID": "b1"}]));
+        let node_check_only = entry("b2", json!([{"CheckID": "serfHealth", "Status": "passing"}]));
+        let none = entry("b3", json!(null));
+        assert!(!has_unchecked_instance(std::slice::from_ref(&checked)));
+        assert!(has_unchecked_instance(&[checked.clone(), node_check_only]));
+        assert!(has_unchecked_instance(&[checked, none]));
+    }
+}
