@@ -4,12 +4,11 @@
 //! mark in their description; a same-named policy without it is reported
 //! (`Synced=False, reason=NameTaken`), never overwritten or deleted. What Consul refuses
 //! (rules that do not parse) is quoted in the `Synced` condition.
-use super::{apply_status, object_key, report_ready_when_primed, requeue_after_failure, watched_api};
+use super::{apply_status, drive, object_key, requeue_after_failure, watched_api};
 use crate::cluster::ClusterError;
 use crate::consul::{self, AclPolicy};
 use crate::resources::{ACLPolicy, ACLPolicyStatus, ConditionUpdate, find_condition, set_condition, types};
 use crate::runtime::Context;
-use futures::StreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
@@ -243,12 +242,7 @@ fn error_policy(p: Arc<ACLPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
 /// Runs the controller until `stop` resolves.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let controller = Controller::new(watched_api::<ACLPolicy>(&ctx), watcher::Config::default());
-    report_ready_when_primed(&ctx, CONTROLLER, controller.store());
-    controller
-        .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    drive(ctx, CONTROLLER, controller, reconcile, error_policy, stop).await;
 }
 
 #[cfg(test)]

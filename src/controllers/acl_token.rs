@@ -10,13 +10,12 @@
 //! `spec.rotation` value) writes a new pair, records the old accessor in the annotation
 //! `concord.io/revoke-accessors`, creates the new token, revokes the old, then clears the
 //! annotation. Delete revokes (finalizer; a token already gone counts as revoked).
-use super::{apply_status, object_key, report_ready_when_primed, requeue_after_failure, watched_api};
+use super::{apply_status, drive, object_key, requeue_after_failure, watched_api};
 use crate::cluster::ClusterError;
 use crate::consul::{self, AclLink, AclServiceIdentity, AclToken, Token};
 use crate::resources::{ACLToken, ACLTokenStatus, ConditionUpdate, find_condition, set_condition, types};
 use crate::runtime::Context;
 use crate::runtime::context::FIELD_MANAGER;
-use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -390,12 +389,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync
     let secrets = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
     let controller = Controller::new(watched_api::<ACLToken>(&ctx), watcher::Config::default())
         .owns(watched_api::<Secret>(&ctx), secrets);
-    report_ready_when_primed(&ctx, CONTROLLER, controller.store());
-    controller
-        .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    drive(ctx, CONTROLLER, controller, reconcile, error_policy, stop).await;
 }
 
 #[cfg(test)]

@@ -73,6 +73,29 @@ pub fn object_key<K: Resource>(obj: &K) -> String {
     format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or(""), obj.meta().name.as_deref().unwrap_or(""))
 }
 
+/// Runs a built controller until `stop`: it shows in `/readyz` once its watch is primed,
+/// then reconciles until shutdown (in-flight reconciles finish first).
+pub async fn drive<K, Fut>(
+    ctx: Arc<Context>,
+    name: &'static str,
+    controller: kube::runtime::Controller<K>,
+    reconcile: impl FnMut(Arc<K>, Arc<Context>) -> Fut,
+    error_policy: impl Fn(Arc<K>, &Fut::Error, Arc<Context>) -> Action,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) where
+    K: Clone + Resource<DynamicType = ()> + DeserializeOwned + Debug + Send + Sync + 'static,
+    Fut: futures::TryFuture<Ok = Action> + Send + 'static,
+    Fut::Error: std::error::Error + Send + 'static,
+{
+    use futures::StreamExt;
+    report_ready_when_primed(&ctx, name, controller.store());
+    controller
+        .graceful_shutdown_on(stop)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
 /// Marks a controller ready in `/readyz` once its watch has listed everything once.
 pub fn report_ready_when_primed<K>(ctx: &Context, name: &'static str, store: kube::runtime::reflector::Store<K>)
 where

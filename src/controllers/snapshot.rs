@@ -9,7 +9,7 @@
 //! rather than repeated, since replacing Consul's state twice on a guess is worse than
 //! asking a person. Deleting a ConsulSnapshot object never deletes its file: only a
 //! schedule's pruning does (`snapshot_schedule`).
-use super::{apply_status, object_key, report_ready_when_primed, requeue_after_failure, watched_api};
+use super::{apply_status, drive, object_key, requeue_after_failure, watched_api};
 use crate::cluster::ClusterError;
 use crate::consul::{self, QueryOptions};
 use crate::resources::{
@@ -17,7 +17,6 @@ use crate::resources::{
 };
 use crate::runtime::Context;
 use crate::snapshot::{Location, SnapshotFile, StoreError};
-use futures::StreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -220,12 +219,7 @@ fn error_policy(snap: Arc<ConsulSnapshot>, error: &Error, ctx: Arc<Context>) -> 
 /// Runs the controller until `stop` resolves.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let controller = Controller::new(watched_api::<ConsulSnapshot>(&ctx), watcher::Config::default());
-    report_ready_when_primed(&ctx, CONTROLLER, controller.store());
-    controller
-        .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    drive(ctx, CONTROLLER, controller, reconcile, error_policy, stop).await;
 }
 
 #[cfg(test)]

@@ -9,14 +9,13 @@
 //! are kept while they are among the newest `retain` objects, so a current failure stays
 //! visible. Removing `spec.snapshots` stops the schedule and prunes nothing. The objects
 //! are owned by the cluster (garbage-collected with it); their files are not deleted then.
-use super::{object_key, report_ready_when_primed, requeue_after_failure, watched_api};
+use super::{drive, object_key, requeue_after_failure, watched_api};
 use crate::resources::{
     ConsulSnapshot, ConsulSnapshotSpec, DiscoveryCluster, SnapshotAction, find_condition, parse_duration, types,
 };
 use crate::runtime::Context;
 use crate::runtime::context::FIELD_MANAGER;
 use crate::snapshot::{Location, SnapshotFile};
-use futures::StreamExt;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -228,12 +227,7 @@ fn error_policy(dc: Arc<DiscoveryCluster>, error: &Error, ctx: Arc<Context>) -> 
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let controller = Controller::new(watched_api::<DiscoveryCluster>(&ctx), watcher::Config::default())
         .owns(watched_api::<ConsulSnapshot>(&ctx), watcher::Config::default().labels(SCHEDULE_LABEL));
-    report_ready_when_primed(&ctx, CONTROLLER, controller.store());
-    controller
-        .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    drive(ctx, CONTROLLER, controller, reconcile, error_policy, stop).await;
 }
 
 #[cfg(test)]

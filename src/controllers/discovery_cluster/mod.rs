@@ -14,7 +14,7 @@
 pub mod build;
 pub mod scale;
 
-use super::{apply_status, object_key, report_ready_when_primed, requeue_after_failure, watched_api};
+use super::{apply_status, drive, object_key, requeue_after_failure, watched_api};
 use crate::consul::{self, QueryOptions, RaftPeer, RetryPolicy};
 use crate::resources::{
     ConditionUpdate, DiscoveryCluster, DiscoveryClusterStatus, find_condition, set_condition, types,
@@ -22,7 +22,6 @@ use crate::resources::{
 use crate::runtime::Context;
 use crate::runtime::context::FIELD_MANAGER;
 use build::{GossipKeyRef, Inputs, StatefulSetPlan};
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -537,12 +536,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync
         watched_api::<StatefulSet>(&ctx),
         watcher::Config::default().labels("app.kubernetes.io/managed-by=concord"),
     );
-    report_ready_when_primed(&ctx, CONTROLLER, controller.store());
-    controller
-        .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    drive(ctx, CONTROLLER, controller, reconcile, error_policy, stop).await;
 }
 
 #[cfg(test)]
