@@ -234,22 +234,26 @@ impl Applied {
             .unwrap_or_default()
     }
 
-    fn record(&mut self, change: &Change) {
+    /// Records a committed change, taking it by value: a full pass commits thousands, and
+    /// cloning each instance again here would double the peak memory of that pass.
+    fn record(&mut self, change: Change) {
         match change {
             Change::Upsert { instance, .. } => {
-                if let Some(old) = self.by_id.insert(instance.id.clone(), instance.clone())
-                    && old.key() != instance.key()
+                let key = instance.key();
+                let id = instance.id.clone();
+                if let Some(old) = self.by_id.insert(id.clone(), instance)
+                    && old.key() != key
                     && let Some(ids) = self.by_key.get_mut(&old.key())
                 {
                     ids.remove(&old.id);
                 }
-                self.by_key.entry(instance.key()).or_default().insert(instance.id.clone());
+                self.by_key.entry(key).or_default().insert(id);
             }
             Change::Delete { id, .. } => {
-                if let Some(old) = self.by_id.remove(id) {
+                if let Some(old) = self.by_id.remove(&id) {
                     let key = old.key();
                     if let Some(ids) = self.by_key.get_mut(&key) {
-                        ids.remove(id);
+                        ids.remove(&id);
                         if ids.is_empty() {
                             self.by_key.remove(&key);
                         }
@@ -380,10 +384,10 @@ fn finish_round(
     failures: &mut u32,
     full_due: &mut Instant,
 ) {
-    for c in &written.committed {
+    let n = written.committed.len();
+    for c in written.committed {
         applied.record(c);
     }
-    let n = written.committed.len();
     let write_ms = round.started.elapsed().as_millis() as u64;
     match written.error {
         None => {
@@ -571,4 +575,43 @@ pub async fn remove_all(consul: &consul::Client, identity: &SyncIdentity) -> Res
         consul.txn(&[TxnOp::NodeDelete { node }]).await?;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consul::CheckStatus;
+    use crate::sync::{META_K8S_NAMESPACE, META_K8S_SERVICE};
+
+    fn inst(id: &str, svc: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            name: "api".into(),
+            tags: vec![],
+            address: "10.0.0.1".into(),
+            port: 80,
+            meta: [(META_K8S_NAMESPACE.to_string(), "ns".to_string()), (META_K8S_SERVICE.to_string(), svc.into())]
+                .into(),
+            status: CheckStatus::Passing,
+            output: String::new(),
+        }
+    }
+
+    #[test]
+    fn recorded_changes_are_indexed_by_id_and_by_service() {
+        let mut applied = Applied::default();
+        applied.record(Change::Upsert { instance: inst("a", "v1"), service: true, check: true });
+        applied.record(Change::Upsert { instance: inst("b", "v1"), service: true, check: true });
+        let v1 = ("ns".to_string(), "v1".to_string());
+        let v2 = ("ns".to_string(), "v2".to_string());
+        assert_eq!(applied.of_key(&v1).keys().collect::<Vec<_>>(), ["a", "b"]);
+        // An instance that moves to another Service leaves the old one's set.
+        applied.record(Change::Upsert { instance: inst("b", "v2"), service: true, check: false });
+        assert_eq!(applied.of_key(&v1).keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(applied.of_key(&v2)["b"], inst("b", "v2"));
+        applied.record(Change::Delete { id: "a".into(), name: "api".into() });
+        assert!(applied.of_key(&v1).is_empty());
+        assert!(!applied.by_key.contains_key(&v1));
+        assert_eq!(applied.by_id.keys().collect::<Vec<_>>(), ["b"]);
+    }
 }
