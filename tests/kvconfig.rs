@@ -230,6 +230,76 @@ async fn kvconfig_prune_removes_only_owned_keys_and_delete_removes_the_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kvconfig_keys_from_a_config_map_and_a_secret_follow_their_changes() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let env = setup(testenv::shared_consul().await).await;
+    let prefix = env.prefix("sources/");
+    let cms: Api<ConfigMap> = Api::namespaced(env.kube.clone(), &env.ns);
+    let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &env.ns);
+    let apply_cm = |data: Value| {
+        let cms = cms.clone();
+        let ns = env.ns.clone();
+        async move {
+            let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": ns}, "data": data});
+            cms.patch("settings", &PatchParams::apply("test").force(), &Patch::Apply(&cm)).await.expect("ConfigMap");
+        }
+    };
+    apply_cm(json!({"timeout": "5s", "retries": "3"})).await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": env.ns},
+        "stringData": {"db-password": "hunter2"}});
+    secrets.patch("creds", &PatchParams::apply("test").force(), &Patch::Apply(&secret)).await.expect("Secret");
+
+    env.apply(
+        "from-sources",
+        json!({ "prefix": prefix, "prune": true,
+            "fromConfigMap": [{ "name": "settings", "keyPrefix": "http" }],
+            "fromSecret": [{ "name": "creds" }] }),
+    )
+    .await;
+    env.synced("from-sources", "True", "Synced").await;
+    let value = |k: &str| {
+        let key = format!("{prefix}{k}");
+        let env = &env;
+        async move { env.get(&key).await.map(|(v, _, _)| String::from_utf8_lossy(&v).into_owned()) }
+    };
+    assert_eq!(value("http/timeout").await.as_deref(), Some("5s"));
+    assert_eq!(value("http/retries").await.as_deref(), Some("3"));
+    assert_eq!(value("db-password").await.as_deref(), Some("hunter2"));
+
+    // A change of the ConfigMap reaches Consul without touching the KVConfig; a key the
+    // ConfigMap no longer has is pruned.
+    apply_cm(json!({"timeout": "9s"})).await;
+    eventually("ConfigMap change reaches Consul", WAIT, || async {
+        (value("http/timeout").await.as_deref() == Some("9s") && value("http/retries").await.is_none()).then_some(())
+    })
+    .await;
+
+    // The Secret's value never shows in the object's status or Events.
+    let obj = env.api().get("from-sources").await.expect("object");
+    assert!(!serde_json::to_string(&obj).expect("json").contains("hunter2"), "secret value leaked into the object");
+    let events: Api<Event> = Api::namespaced(env.kube.clone(), &env.ns);
+    let list = events.list(&ListParams::default()).await.expect("events");
+    assert!(
+        !serde_json::to_string(&list.items).expect("json").contains("hunter2"),
+        "secret value leaked into an Event"
+    );
+
+    // A missing source is reported, and nothing under the prefix is removed for it.
+    env.apply(
+        "from-sources",
+        json!({ "prefix": prefix, "prune": true,
+            "fromConfigMap": [{ "name": "settings", "keyPrefix": "http" }, { "name": "absent" }],
+            "fromSecret": [{ "name": "creds" }] }),
+    )
+    .await;
+    let obj = env.synced("from-sources", "False", "SourceNotFound").await;
+    let c = find_condition(&obj.status.as_ref().expect("status").conditions, types::SYNCED).expect("Synced");
+    assert!(c.message.contains("absent"), "{}", c.message);
+    assert_eq!(value("http/timeout").await.as_deref(), Some("9s"), "nothing removed while a source is missing");
+    env.controller.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kvconfig_retain_keeps_keys_and_releases_ownership() {
     let env = setup(testenv::shared_consul().await).await;
     let prefix = env.prefix("retain/");
