@@ -1,6 +1,8 @@
-//! Picks free loopback ports. The OS chooses (bind port 0), we release the socket and
-//! hand the number to a server; a port is never handed out twice in one process, and a
-//! server that still loses the race is restarted on fresh ports by its caller.
+//! Picks free loopback ports for the servers. They come from below the kernel's ephemeral
+//! range (`ip_local_port_range`), so no outgoing connection and no `bind(0)` anywhere on
+//! the machine can take a server's port, even while a killed server is down and about to
+//! be restarted on the same ports. A port is never handed out twice in one process, and a
+//! server that still loses a race is restarted on fresh ports by its caller.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
@@ -10,25 +12,32 @@ use crate::error::Error;
 
 static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
+/// Where server ports come from: below the ephemeral range, above the well-known ports.
+fn candidate_range() -> std::ops::Range<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    if ephemeral_low > 12000 { 10000..ephemeral_low } else { 10000..32768 }
+}
+
 /// A port on 127.0.0.1 that is free for both TCP and UDP right now (Consul's DNS and
 /// Serf ports use both).
 pub(crate) fn free_port() -> Result<u16, Error> {
+    let range = candidate_range();
     let mut last_error = None;
-    for _ in 0..64 {
-        let tcp = match TcpListener::bind((Ipv4Addr::LOCALHOST, 0)) {
-            Ok(listener) => listener,
+    for _ in 0..256 {
+        let port = rand::random_range(range.clone());
+        if HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner).contains(&port) {
+            continue;
+        }
+        match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            Ok(listener) => drop(listener),
             Err(e) => {
                 last_error = Some(e);
                 continue;
             }
-        };
-        let port = match tcp.local_addr() {
-            Ok(addr) => addr.port(),
-            Err(e) => {
-                last_error = Some(e);
-                continue;
-            }
-        };
+        }
         if UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
             continue;
         }
@@ -39,7 +48,7 @@ pub(crate) fn free_port() -> Result<u16, Error> {
     }
     Err(Error::io(
         "finding a free port on 127.0.0.1",
-        last_error.unwrap_or_else(|| std::io::Error::other("no free TCP+UDP port found in 64 tries")),
+        last_error.unwrap_or_else(|| std::io::Error::other("no free TCP+UDP port found in 256 tries")),
     ))
 }
 
@@ -50,6 +59,8 @@ mod tests {
     #[test]
     fn ports_are_distinct_and_bindable() {
         let ports: Vec<u16> = (0..20).map(|_| free_port().expect("port")).collect();
+        let range = candidate_range();
+        assert!(ports.iter().all(|p| range.contains(p)), "{ports:?} outside {range:?}");
         let unique: BTreeSet<u16> = ports.iter().copied().collect();
         assert_eq!(unique.len(), ports.len());
         for port in ports {
