@@ -227,7 +227,12 @@ async fn reconcile(ct: Arc<ConfigTemplate>, state: Arc<State>) -> Result<Action,
         Err(failure) => {
             let reason = if failure.transient { "ConsulUnavailable" } else { "RenderFailed" };
             let was = find_condition(&previous.conditions, types::RENDERED).map(|c| c.message.clone());
-            let status = rendered_status(&previous, generation, Err((reason, &failure.message)), &latest.deps, now);
+            let mut status = rendered_status(&previous, generation, Err((reason, &failure.message)), &latest.deps, now);
+            // The hash of the output kept in place, read from it: the cached object's status
+            // may not show the last successful render's hash yet.
+            if let Some(bytes) = current_output(ctx, &ct, &ns).await? {
+                status.output_hash = Some(template::output_hash(&bytes));
+            }
             apply_status(ctx, ct.as_ref(), &status).await.map_err(Error::Status)?;
             if was.as_deref() != Some(failure.message.as_str()) {
                 ctx.event(&ct.object_ref(&()), true, reason, "Render", failure.message.clone()).await;
@@ -322,6 +327,26 @@ async fn render_loop(
 }
 
 /// Writes the output key when its bytes differ; returns a description and whether it wrote.
+/// The bytes the output key holds now, if any: the last good output.
+async fn current_output(ctx: &Context, ct: &ConfigTemplate, ns: &str) -> Result<Option<Vec<u8>>, Error> {
+    if let Some(KeyRef { name, key }) = &ct.spec.output.config_map {
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+        let current = api.get_opt(name).await.map_err(|source| Error::Output {
+            kind: "ConfigMap",
+            name: name.clone(),
+            source,
+        })?;
+        return Ok(current.and_then(|c| c.data).and_then(|mut d| d.remove(key)).map(String::into_bytes));
+    }
+    if let Some(KeyRef { name, key }) = &ct.spec.output.secret {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+        let current =
+            api.get_opt(name).await.map_err(|source| Error::Output { kind: "Secret", name: name.clone(), source })?;
+        return Ok(current.and_then(|c| c.data).and_then(|mut d| d.remove(key)).map(|v| v.0));
+    }
+    Ok(None)
+}
+
 async fn write_output(
     ctx: &Context,
     ct: &ConfigTemplate,
@@ -339,8 +364,7 @@ async fn write_output(
         let target = format!("ConfigMap {name} key {key}");
         let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
         let err = |source| Error::Output { kind: "ConfigMap", name: name.clone(), source };
-        let current = api.get_opt(name).await.map_err(err)?;
-        if current.and_then(|c| c.data).and_then(|d| d.get(key).cloned()).as_deref() == Some(output) {
+        if current_output(ctx, ct, ns).await?.as_deref() == Some(output.as_bytes()) {
             return Ok((target, false));
         }
         let patch = serde_json::json!({
@@ -355,8 +379,7 @@ async fn write_output(
         let target = format!("Secret {name} key {key}");
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
         let err = |source| Error::Output { kind: "Secret", name: name.clone(), source };
-        let current = api.get_opt(name).await.map_err(err)?;
-        if current.and_then(|c| c.data).and_then(|d| d.get(key).cloned()).is_some_and(|v| v.0 == output.as_bytes()) {
+        if current_output(ctx, ct, ns).await?.as_deref() == Some(output.as_bytes()) {
             return Ok((target, false));
         }
         let data: BTreeMap<String, ByteString> = [(key.clone(), ByteString(output.as_bytes().to_vec()))].into();
