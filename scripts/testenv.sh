@@ -132,8 +132,23 @@ install_moto() {
   ln -sfn "$venv/bin/moto_server" "$BIN/moto_server"
 }
 
+# nginx and haproxy check the configs rendered from templates/ (tests/render_cli.rs runs
+# `nginx -t` and `haproxy -c`); Debian's packages, installed once when we may.
+install_config_checkers() {
+  command -v nginx >/dev/null && command -v haproxy >/dev/null && return
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing Debian's nginx-light and haproxy (config checks of the rendered templates)"
+    : >"$LOGS/apt.log"
+    run_logged apt apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive run_logged apt apt-get install -y -qq --no-install-recommends nginx-light haproxy
+  else
+    say "nginx/haproxy missing and cannot install them (not root or no apt-get): their config checks will be skipped"
+  fi
+}
+
 build_etcd
 build_consul
 build_kubernetes
 install_moto
+install_config_checkers
 echo "$BIN"
