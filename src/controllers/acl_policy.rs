@@ -39,7 +39,7 @@ impl Error {
             Error::Status(_) => "kube",
             Error::Consul(e) => e.category(),
             Error::Cluster(e) => e.category(),
-            Error::Finalizer(_) => "finalizer",
+            Error::Finalizer(e) => super::finalizer_category(e, Error::category),
         }
     }
 }

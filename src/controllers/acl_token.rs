@@ -64,7 +64,7 @@ impl Error {
             Error::Status(_) | Error::Secret { .. } => "kube",
             Error::Consul(e) => e.category(),
             Error::Cluster(e) => e.category(),
-            Error::Finalizer(_) => "finalizer",
+            Error::Finalizer(e) => super::finalizer_category(e, Error::category),
         }
     }
 }

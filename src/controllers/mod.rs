@@ -73,6 +73,22 @@ pub fn object_key<K: Resource>(obj: &K) -> String {
     format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or(""), obj.meta().name.as_deref().unwrap_or(""))
 }
 
+/// Bounded category of a finalizer error: the inner error's own category when apply or
+/// cleanup failed (so metrics and Events say why), else "finalizer".
+pub fn finalizer_category<E>(
+    error: &kube::runtime::finalizer::Error<E>,
+    inner: impl Fn(&E) -> &'static str,
+) -> &'static str
+where
+    E: std::error::Error + 'static,
+{
+    use kube::runtime::finalizer::Error as F;
+    match error {
+        F::ApplyFailed(e) | F::CleanupFailed(e) => inner(e),
+        _ => "finalizer",
+    }
+}
+
 /// Runs a built controller until `stop`: it shows in `/readyz` once its watch is primed,
 /// then reconciles until shutdown (in-flight reconciles finish first).
 pub async fn drive<K, Fut>(

@@ -96,10 +96,7 @@ impl Error {
             Error::Consul(e) => e.category(),
             Error::Cluster(e) => e.category(),
             Error::Source { .. } | Error::Status(_) => "kube",
-            Error::Finalizer(e) => match e.as_ref() {
-                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.category(),
-                _ => "finalizer",
-            },
+            Error::Finalizer(e) => super::finalizer_category(e, Error::category),
         }
     }
 }
