@@ -78,6 +78,24 @@ struct Server {
 }
 
 impl Server {
+    /// Server `i`: writes its config to `<dir>/server.json` and describes how to run it.
+    fn with_config(i: usize, binary: &Path, dir: PathBuf, ports: Ports, config: &Value) -> Result<Server, Error> {
+        let config_path = dir.join("server.json");
+        std::fs::write(&config_path, config.to_string())
+            .map_err(|e| Error::io(format!("writing {}", config_path.display()), e))?;
+        Ok(Server {
+            spec: ServerSpec {
+                what: format!("consul server s{i} (http://127.0.0.1:{})", ports.http),
+                binary: binary.to_path_buf(),
+                args: vec!["agent".into(), format!("-config-file={}", config_path.display())],
+                log: dir.join("consul.log"),
+                workdir: dir,
+            },
+            ports,
+            process: Mutex::new(None),
+        })
+    }
+
     fn process(&self) -> MutexGuard<'_, Option<ServerProcess>> {
         self.process.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -234,20 +252,7 @@ impl ConsulCluster {
             if config["acl"]["enabled"] == true {
                 self.privileged = false;
             }
-            let config_path = dir.join("server.json");
-            std::fs::write(&config_path, config.to_string())
-                .map_err(|e| Error::io(format!("writing {}", config_path.display()), e))?;
-            out.push(Server {
-                spec: ServerSpec {
-                    what: format!("consul server s{i} (http://127.0.0.1:{})", own.http),
-                    binary: binary.to_path_buf(),
-                    args: vec!["agent".into(), format!("-config-file={}", config_path.display())],
-                    log: dir.join("consul.log"),
-                    workdir: dir,
-                },
-                ports: *own,
-                process: Mutex::new(None),
-            });
+            out.push(Server::with_config(i, binary, dir, *own, &config)?);
         }
         Ok(out)
     }
@@ -311,20 +316,7 @@ impl ConsulCluster {
                 }
                 config["acl"] = acl;
             }
-            let config_path = dir.join("server.json");
-            std::fs::write(&config_path, config.to_string())
-                .map_err(|e| Error::io(format!("writing {}", config_path.display()), e))?;
-            servers.push(Server {
-                spec: ServerSpec {
-                    what: format!("consul server s{i} (http://127.0.0.1:{})", own.http),
-                    binary: binary.to_path_buf(),
-                    args: vec!["agent".into(), format!("-config-file={}", config_path.display())],
-                    log: dir.join("consul.log"),
-                    workdir: dir,
-                },
-                ports: *own,
-                process: Mutex::new(None),
-            });
+            servers.push(Server::with_config(i, binary, dir, *own, &config)?);
         }
         Ok(servers)
     }
