@@ -4,7 +4,7 @@
 //! `--bench` it exits at once). Results go to BENCHMARKS.md, "Catalog sync".
 //!
 //! Measures: initial sync of SERVICES x ENDPOINTS; p50/p99 from an EndpointSlice change
-//! to its visibility in Consul (a blocking query on the sync node's checks) at 1 change/s
+//! to its visibility in Consul (a blocking query on the sync nodes' checks) at 1 change/s
 //! and in a burst; the same for Consul → Kubernetes (a Consul check flip to the
 //! EndpointSlice watch event); the controller's peak RSS (VmHWM).
 #[path = "../tests/support/mod.rs"]
@@ -73,19 +73,20 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 /// Check ID → (status, first time seen in that status), kept current by a blocking query.
 type Seen = Arc<Mutex<HashMap<String, (CheckStatus, Instant)>>>;
 
-/// Only critical checks are asked for (a server-side filter), so that the observer's own
-/// answers stay small: unfiltered, every wake-up would ship all 10,000 checks.
-fn watch_checks(c: consul::Client, node: String) -> Seen {
+/// Only critical checks on the sync's nodes are asked for (`/v1/health/state/critical`
+/// with a server-side filter), so that the observer's own answers stay small: unfiltered,
+/// every wake-up would ship all 10,000 checks.
+fn watch_checks(c: consul::Client, node_prefix: String) -> Seen {
     let seen: Seen = Arc::default();
     let out = seen.clone();
     tokio::spawn(async move {
         let mut index = ConsulIndex::ZERO;
         loop {
             let opts = QueryOptions {
-                filter: Some(r#"Status == "critical""#.to_string()),
+                filter: Some(format!(r#"Node matches "^{node_prefix}""#)),
                 ..QueryOptions::blocking(index, Duration::from_secs(60))
             };
-            let Ok(r) = c.health_node(&node, &opts).await else {
+            let Ok(r) = c.health_state("critical", &opts).await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
@@ -234,8 +235,7 @@ async fn main() {
                     "toKubernetes": {"enabled": true, "targetNamespace": target}})),
     )
     .await;
-    let node = format!("k8s-sync-{ns}-consul");
-    let seen = watch_checks(c.clone(), node.clone());
+    let seen = watch_checks(c.clone(), format!("k8s-sync-{ns}-consul-"));
     let started = Instant::now();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
         .args(["controller", "--listen", "127.0.0.1:0", "--namespace", &ns])
@@ -261,13 +261,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let initial = started.elapsed();
-    let in_catalog = c
-        .catalog_node_services(&node, &QueryOptions::default())
-        .await
-        .ok()
-        .and_then(|r| r.value)
-        .map(|n| n.services.len())
-        .unwrap_or(0);
+    let in_catalog = support::sync_owned(&c, &ns).await.len();
     assert_eq!(in_catalog, total, "the catalog holds what the status reports");
     println!("initial sync to Consul: {total} instances in {:.2}s (from process start)", initial.as_secs_f64());
     loop {

@@ -3,7 +3,7 @@
 //! exactly the desired instances (no orphan, no gap, every check right).
 mod support;
 
-use concord::consul::{self, CheckStatus, QueryOptions};
+use concord::consul::{self, CheckStatus};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -69,23 +69,12 @@ async fn apply_service(client: &kube::Client, ns: &str, i: usize, addr: &str, re
         .expect("EndpointSlice");
 }
 
-/// Service ID → check status of every instance the sync owns on its node.
+/// Service ID → check status of every instance the sync owns, on whichever of its nodes.
 async fn owned(c: &consul::Client, ns: &str) -> BTreeMap<String, CheckStatus> {
-    let node = format!("k8s-sync-{ns}-consul");
-    let Ok(services) = c.catalog_node_services(&node, &QueryOptions::default()).await else { return BTreeMap::new() };
-    let Ok(checks) = c.health_node(&node, &QueryOptions::default()).await else { return BTreeMap::new() };
-    let status: BTreeMap<String, CheckStatus> =
-        checks.value.into_iter().map(|ch| (ch.service_id.clone(), ch.status)).collect();
-    services
-        .value
-        .map(|s| s.services)
-        .unwrap_or_default()
+    support::sync_owned(c, ns)
+        .await
         .into_iter()
-        .filter(|s| s.meta.get("concord-sync").map(String::as_str) == Some(&format!("{ns}-consul")))
-        .map(|s| {
-            let st = status.get(&s.id).copied().unwrap_or(CheckStatus::Maintenance);
-            (s.id, st)
-        })
+        .map(|(id, (_, status))| (id, status.unwrap_or(CheckStatus::Maintenance)))
         .collect()
 }
 

@@ -228,8 +228,7 @@ async fn seed_scenario_api_v1_and_v2_are_one_consul_service_that_follows_readine
         (left == 0).then_some(())
     })
     .await;
-    let node = c.catalog_node_services(&format!("k8s-sync-{ns}-consul"), &QueryOptions::default()).await.expect("node");
-    assert!(node.value.map(|n| n.services.is_empty()).unwrap_or(true));
+    assert!(support::sync_owned(&c, &ns).await.is_empty(), "nothing of ours left on any node");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,8 +376,9 @@ async fn nothing_loops_back_and_nothing_owned_by_others_is_touched() {
     })
     .await;
 
-    // Someone else's registration on our own node, without our identity: left alone too.
-    let node = format!("k8s-sync-{ns}-consul");
+    // Someone else's registration on one of our own nodes, without our identity: left alone
+    // too (and that node is not removed when the sync is turned off).
+    let node = support::sync_nodes(&c, &ns).await.into_iter().next().expect("the sync has a node");
     c.catalog_register(&CatalogRegistration {
         node: node.clone(),
         address: "127.0.0.1".into(),
@@ -580,4 +580,88 @@ fn consul_connections(addrs: &[String]) -> usize {
         }
     }
     n
+}
+
+/// Instances left by the one-node layout of earlier versions (every instance on
+/// `k8s-sync-<identity>`) move to their own nodes at start, atomically (a reader never
+/// sees the instance missing or twice); an orphan there is removed, and so is the old node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_an_old_layout_node_move_to_their_nodes_without_a_gap() {
+    let kube_env = testenv::shared_kube().await;
+    let consul_env = testenv::shared_consul().await;
+    let client = kube_env.client().await;
+    install_crds(&client).await;
+    let ns = kube_env.create_namespace("sync-move").await;
+    let c = consul_client(consul_env);
+    let identity = concord::sync::SyncIdentity::new(&format!("{ns}-consul"));
+    service(&client, &ns, "moving", 80, json!({"concord.io/sync": "true"})).await;
+    slice(&client, &ns, "moving", 80, &[("10.20.0.1", true)]).await;
+
+    // What an earlier version left: our node meta, our instance meta, a passing check.
+    let legacy = format!("k8s-sync-{ns}-consul");
+    let instance = |svc: &str, addr: &str| {
+        let id = format!("{ns}-{svc}-{addr}-80");
+        let service = NodeService {
+            id: id.clone(),
+            service: svc.into(),
+            address: addr.into(),
+            port: 80,
+            meta: [
+                ("external-source", "kubernetes"),
+                ("k8s-namespace", ns.as_str()),
+                ("k8s-service", svc),
+                ("concord-sync", identity.as_str()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            ..Default::default()
+        };
+        let check = HealthCheck {
+            node: legacy.clone(),
+            check_id: format!("{id}/ready"),
+            name: "Kubernetes readiness".into(),
+            status: CheckStatus::Passing,
+            service_id: id,
+            ..Default::default()
+        };
+        [consul::TxnOp::ServiceSet { node: legacy.clone(), service }, consul::TxnOp::CheckSet(check)]
+    };
+    let mut ops = vec![consul::TxnOp::NodeSet(concord::sync::to_consul::sync_node(&identity, &legacy))];
+    ops.extend(instance("moving", "10.20.0.1"));
+    ops.extend(instance("gone", "10.20.0.9"));
+    assert!(matches!(c.txn(&ops).await.expect("txn"), consul::TxnOutcome::Committed(_)));
+    let moving_id = format!("{ns}-moving-10.20.0.1-80");
+    assert_ne!(identity.node_of(&moving_id), legacy);
+
+    // A reader polling the passing instances for the whole move.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let reader = {
+        let (c, stop) = (c.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut seen = BTreeSet::new();
+            let mut reads = 0;
+            while !stop.is_cancelled() {
+                seen.insert(health(&c, "moving", &[], true).await.len());
+                reads += 1;
+            }
+            (seen, reads)
+        })
+    };
+    external_cluster(&client, &ns, &consul_env.http_addrs(), Some(json!({"toConsul": {"enabled": true}}))).await;
+    let _controller = start_controller(client.clone(), &ns, &[]).await;
+    eventually("instance on its node, orphan and old node gone", WAIT, || async {
+        let owned = support::sync_owned(&c, &ns).await;
+        let legacy_left = c.catalog_node_services(&legacy, &QueryOptions::default()).await.ok()?.value.is_some();
+        let placed = owned.get(&moving_id).is_some_and(|(node, status)| {
+            *node == identity.node_of(&moving_id) && *status == Some(CheckStatus::Passing)
+        });
+        (placed && owned.len() == 1 && !legacy_left).then_some(())
+    })
+    .await;
+    assert!(health(&c, "gone", &[], false).await.is_empty(), "the orphan is removed");
+    stop.cancel();
+    let (seen, reads) = reader.await.expect("reader");
+    assert!(reads > 0);
+    assert_eq!(seen, BTreeSet::from([1]), "passing instances seen during the move ({reads} reads)");
 }

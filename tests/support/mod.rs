@@ -115,3 +115,35 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The Consul nodes of the catalog sync of the DiscoveryCluster `consul` in `ns`, found
+/// the way the sync finds them: by its identity (`<ns>-consul`) in the node meta.
+pub async fn sync_nodes(c: &concord::consul::Client, ns: &str) -> Vec<String> {
+    let identity = concord::sync::SyncIdentity::new(&format!("{ns}-consul"));
+    let opts = concord::consul::QueryOptions { filter: Some(identity.nodes_filter()), ..Default::default() };
+    c.catalog_nodes(&opts).await.map(|r| r.value.into_iter().map(|n| n.node).collect()).unwrap_or_default()
+}
+
+/// Service ID → (node, check status) of every instance on those nodes that carries the
+/// sync's identity; `None` for an instance without its check.
+pub async fn sync_owned(
+    c: &concord::consul::Client,
+    ns: &str,
+) -> std::collections::BTreeMap<String, (String, Option<concord::consul::CheckStatus>)> {
+    use concord::consul::QueryOptions;
+    let identity = format!("{ns}-consul");
+    let mut out = std::collections::BTreeMap::new();
+    for node in sync_nodes(c, ns).await {
+        let Ok(services) = c.catalog_node_services(&node, &QueryOptions::default()).await else { continue };
+        let Ok(checks) = c.health_node(&node, &QueryOptions::default()).await else { continue };
+        let status: std::collections::BTreeMap<String, concord::consul::CheckStatus> =
+            checks.value.into_iter().map(|ch| (ch.service_id.clone(), ch.status)).collect();
+        for s in services.value.map(|s| s.services).unwrap_or_default() {
+            if s.meta.get("concord-sync") == Some(&identity) {
+                let st = status.get(&s.id).copied();
+                out.insert(s.id, (node.clone(), st));
+            }
+        }
+    }
+    out
+}

@@ -12,18 +12,27 @@ pub enum Change {
     Upsert { instance: Instance, service: bool, check: bool },
     /// `name` too: Consul wants the service name with the ID when deleting.
     Delete { id: String, name: String },
+    /// Write the instance on its node and delete it from node `from`, in one transaction
+    /// (instances found on another node than [`SyncIdentity::node_of`] names, e.g. left by
+    /// an older layout): readers never see it missing or twice.
+    Move { instance: Instance, from: String },
 }
 
 impl Change {
     pub fn id(&self) -> &str {
         match self {
-            Change::Upsert { instance, .. } => &instance.id,
+            Change::Upsert { instance, .. } | Change::Move { instance, .. } => &instance.id,
             Change::Delete { id, .. } => id,
         }
     }
 
-    /// The transaction operations of this change, in the order Consul needs them
-    /// (a check refers to its service).
+    /// Whether this change writes to its node (which must then exist).
+    pub fn writes(&self) -> bool {
+        !matches!(self, Change::Delete { .. })
+    }
+
+    /// The transaction operations of this change on `node`, in the order Consul needs
+    /// them (a check refers to its service).
     pub fn ops(&self, node: &str) -> Vec<TxnOp> {
         match self {
             Change::Upsert { instance, service, check } => {
@@ -42,6 +51,15 @@ impl Change {
                 service_id: id.clone(),
                 service_name: name.clone(),
             }],
+            Change::Move { instance, from } => vec![
+                TxnOp::ServiceSet { node: node.to_string(), service: instance.node_service() },
+                TxnOp::CheckSet(instance.health_check(node)),
+                TxnOp::ServiceDelete {
+                    node: from.clone(),
+                    service_id: instance.id.clone(),
+                    service_name: instance.name.clone(),
+                },
+            ],
         }
     }
 }
@@ -73,8 +91,9 @@ pub fn diff(desired: &BTreeMap<String, Instance>, actual: &BTreeMap<String, Inst
     changes
 }
 
-/// The instances on the sync's node that carry its identity, with their checks. Anything
-/// else on the node (someone else's registration) is left out, so it is never touched.
+/// The instances on one of the sync's nodes that carry its identity, with their checks.
+/// Anything else on the node (someone else's registration) is left out, so it is never
+/// touched.
 pub fn owned_instances(
     identity: &SyncIdentity,
     services: &[NodeService],
@@ -133,6 +152,17 @@ mod tests {
         assert!(matches!(&changes[2], Change::Upsert { instance, service: true, check: false } if instance.id == "c"));
         assert_eq!(changes[3], Change::Delete { id: "z".into(), name: "api".into() });
         assert!(diff(&desired, &desired).is_empty());
+    }
+
+    #[test]
+    fn a_move_writes_the_new_place_before_deleting_the_old_one() {
+        let i = inst("a", 1, CheckStatus::Passing);
+        let ops = Change::Move { instance: i, from: "old".into() }.ops("new");
+        assert_eq!(ops.len(), 3);
+        assert!(matches!(&ops[0], TxnOp::ServiceSet { node, .. } if node == "new"));
+        assert!(matches!(&ops[1], TxnOp::CheckSet(c) if c.node == "new"));
+        assert!(matches!(&ops[2], TxnOp::ServiceDelete { node, service_id, .. } if node == "old" && service_id == "a"));
+        assert!(!Change::Delete { id: "a".into(), name: "api".into() }.writes());
     }
 
     #[test]

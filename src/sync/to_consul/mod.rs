@@ -1,6 +1,8 @@
 //! Kubernetes → Consul. Watches Services, EndpointSlices and Namespaces into an index
-//! keyed by Service, and keeps one synthetic Consul node (`k8s-sync-<identity>`) holding
-//! exactly the instances [`desired::service_instances`] computes.
+//! keyed by Service, and keeps the sync's synthetic Consul nodes
+//! (`k8s-sync-<identity>-NN`, [`SYNC_NODES`](crate::sync::SYNC_NODES) of them, an instance
+//! placed by a hash of its ID) holding exactly the instances
+//! [`desired::service_instances`] computes.
 //!
 //! - Incremental: every watch event marks its Service dirty; the loop drains every event
 //!   already waiting, diffs the dirty Services against what it last wrote, and writes.
@@ -12,10 +14,11 @@
 //! - Per-round timings (events, keys, changes, idle/read/compute/write time, transaction
 //!   latency) are logged at debug level (`RUST_LOG=concord::sync::to_consul=debug`).
 //! - Anti-entropy: at start (once every watch has listed) and every `anti_entropy`, the
-//!   catalog's instances on our node with our identity are read back and compared with
-//!   the desired set: orphans are removed, gaps filled. A failed write schedules one too.
-//!   This is what makes a controller killed mid-write converge on restart.
-//! - Ownership: only instances carrying `concord-sync=<identity>` on our node are ever
+//!   catalog's instances with our identity on our nodes (found by their node meta) are
+//!   read back and compared with the desired set: orphans are removed, gaps filled,
+//!   instances on the wrong node moved, empty nodes removed. A failed write schedules one
+//!   too. This is what makes a controller killed mid-write converge on restart.
+//! - Ownership: only instances carrying `concord-sync=<identity>` on our nodes are ever
 //!   changed or removed.
 pub mod batch;
 pub mod desired;
@@ -211,20 +214,23 @@ impl Index {
     }
 }
 
-/// What this sync believes the catalog holds (its own instances), by ID and by Service.
+/// What this sync believes the catalog holds (its own instances), by ID and by Service,
+/// and which of its nodes are registered.
 #[derive(Default)]
 struct Applied {
     by_id: BTreeMap<String, Instance>,
     by_key: HashMap<ServiceKey, BTreeSet<String>>,
+    nodes: BTreeSet<String>,
 }
 
 impl Applied {
-    fn reset(&mut self, actual: BTreeMap<String, Instance>) {
+    fn reset(&mut self, actual: Owned) {
         self.by_key.clear();
-        for (id, i) in &actual {
+        for (id, i) in &actual.instances {
             self.by_key.entry(i.key()).or_default().insert(id.clone());
         }
-        self.by_id = actual;
+        self.by_id = actual.instances;
+        self.nodes = actual.nodes;
     }
 
     fn of_key(&self, key: &ServiceKey) -> BTreeMap<String, Instance> {
@@ -238,7 +244,7 @@ impl Applied {
     /// cloning each instance again here would double the peak memory of that pass.
     fn record(&mut self, change: Change) {
         match change {
-            Change::Upsert { instance, .. } => {
+            Change::Upsert { instance, .. } | Change::Move { instance, .. } => {
                 let key = instance.key();
                 let id = instance.id.clone();
                 if let Some(old) = self.by_id.insert(id.clone(), instance)
@@ -287,10 +293,10 @@ where
         .boxed()
 }
 
-/// The synthetic node this sync's instances live on.
-pub fn sync_node(identity: &SyncIdentity) -> Node {
+/// The synthetic node `name` of this sync, as it registers it.
+pub fn sync_node(identity: &SyncIdentity, name: &str) -> Node {
     Node {
-        node: identity.node_name(),
+        node: name.to_string(),
         address: "127.0.0.1".into(),
         meta: [
             (META_EXTERNAL_SOURCE.to_string(), EXTERNAL_SOURCE_KUBERNETES.to_string()),
@@ -301,35 +307,121 @@ pub fn sync_node(identity: &SyncIdentity) -> Node {
     }
 }
 
-/// Reads this sync's instances back from the catalog, and makes sure its node exists.
-async fn read_owned(consul: &consul::Client, identity: &SyncIdentity) -> Result<BTreeMap<String, Instance>, Error> {
-    let node = identity.node_name();
-    let services = consul.catalog_node_services(&node, &QueryOptions::default()).await?.value;
-    let want = sync_node(identity);
-    let node_ok = services.as_ref().is_some_and(|s| s.node.meta == want.meta && s.node.address == want.address);
-    if !node_ok {
-        match consul.txn(&[TxnOp::NodeSet(want)]).await? {
-            TxnOutcome::Committed(_) => {}
-            TxnOutcome::RolledBack { errors, .. } => {
-                return Err(Error::RolledBack(errors.into_iter().map(|e| e.what).collect::<Vec<_>>().join("; ")));
+/// One of this sync's nodes as the catalog holds it.
+struct FoundNode {
+    name: String,
+    /// Every service on it, ours or not.
+    services: usize,
+    /// Ours (our identity in the service meta), with their checks.
+    owned: BTreeMap<String, Instance>,
+}
+
+/// Reads every node carrying this sync's identity (whatever its name: older layouts
+/// included), with the instances it holds.
+async fn read_nodes(consul: &consul::Client, identity: &SyncIdentity) -> Result<Vec<FoundNode>, Error> {
+    let opts = QueryOptions { filter: Some(identity.nodes_filter()), ..Default::default() };
+    let nodes = consul.catalog_nodes(&opts).await?.value;
+    futures::stream::iter(nodes.into_iter().map(|n| async move {
+        let services = consul.catalog_node_services(&n.node, &QueryOptions::default()).await?.value;
+        let checks = consul.health_node(&n.node, &QueryOptions::default()).await?.value;
+        let services = services.map(|s| s.services).unwrap_or_default();
+        let owned = diff::owned_instances(identity, &services, &checks);
+        Ok(FoundNode { name: n.node, services: services.len(), owned })
+    }))
+    .buffer_unordered(PARALLEL_TXNS)
+    .collect::<Vec<Result<FoundNode, Error>>>()
+    .await
+    .into_iter()
+    .collect()
+}
+
+/// This sync's instances as the catalog holds them, and its registered nodes.
+#[derive(Default)]
+struct Owned {
+    instances: BTreeMap<String, Instance>,
+    nodes: BTreeSet<String>,
+}
+
+fn rolled_back(errors: Vec<consul::TxnError>) -> Error {
+    Error::RolledBack(errors.into_iter().map(|e| e.what).collect::<Vec<_>>().join("; "))
+}
+
+/// Deletes nodes, [`consul::MAX_TXN_OPS`] per transaction.
+async fn delete_nodes(consul: &consul::Client, nodes: Vec<String>) -> Result<(), Error> {
+    let ops: Vec<TxnOp> = nodes.into_iter().map(|node| TxnOp::NodeDelete { node }).collect();
+    for chunk in ops.chunks(consul::MAX_TXN_OPS) {
+        if let TxnOutcome::RolledBack { errors, .. } = consul.txn(chunk).await? {
+            return Err(rolled_back(errors));
+        }
+    }
+    Ok(())
+}
+
+/// Reads this sync's instances back from the catalog for a full comparison. Instances on
+/// another node than their own (an older layout, or a changed node count) are moved
+/// first, each atomically; nodes left with no service at all are removed.
+async fn read_owned(consul: &consul::Client, identity: &SyncIdentity) -> Result<Owned, Error> {
+    let found = read_nodes(consul, identity).await?;
+    let mut out = Owned::default();
+    let mut moves = Vec::new();
+    let mut left: BTreeMap<String, usize> = BTreeMap::new();
+    for node in found {
+        let mut services = node.services;
+        for (id, instance) in node.owned {
+            if identity.node_of(&id) == node.name {
+                out.instances.insert(id, instance);
+            } else {
+                services -= 1;
+                moves.push(Change::Move { instance, from: node.name.clone() });
+            }
+        }
+        left.insert(node.name, services);
+    }
+    out.nodes = left.iter().filter(|(_, s)| **s > 0).map(|(n, _)| n.clone()).collect();
+    if !moves.is_empty() {
+        tracing::info!(identity = %identity, instances = moves.len(), "moving instances to their nodes");
+        let written = write(consul.clone(), identity.clone(), out.nodes.clone(), moves).await;
+        if let Some(e) = written.error {
+            return Err(e);
+        }
+        out.nodes.extend(written.nodes);
+        for change in written.committed {
+            if let Change::Move { instance, .. } = change {
+                out.instances.insert(instance.id.clone(), instance);
             }
         }
     }
-    let checks = consul.health_node(&node, &QueryOptions::default()).await?.value;
-    Ok(diff::owned_instances(identity, &services.map(|s| s.services).unwrap_or_default(), &checks))
+    // A node that instances just moved to is not empty, whatever it held before.
+    for id in out.instances.keys() {
+        if let Some(s) = left.get_mut(&identity.node_of(id)) {
+            *s = (*s).max(1);
+        }
+    }
+    let empty: Vec<String> = left.into_iter().filter(|(_, s)| *s == 0).map(|(n, _)| n).collect();
+    if !empty.is_empty() {
+        delete_nodes(consul, empty).await?;
+    }
+    Ok(out)
 }
 
 /// What one round of writes did: the changes Consul committed (to record in
-/// [`Applied`]) and the first failure, if any.
+/// [`Applied`]), the nodes it registered, and the first failure, if any.
 struct Written {
     committed: Vec<Change>,
+    nodes: Vec<String>,
     error: Option<Error>,
 }
 
-/// Writes `changes`, packed into transactions, [`PARALLEL_TXNS`] in flight. Owns its
-/// inputs so the loop can keep reading watch events while it runs.
-async fn write(consul: consul::Client, node: String, changes: Vec<Change>) -> Written {
-    let batches = batch::batches(&node, changes, consul::MAX_TXN_OPS);
+/// Writes `changes`, packed into transactions, [`PARALLEL_TXNS`] in flight; `nodes`: the
+/// sync's nodes known to be registered. Owns its inputs so the loop can keep reading watch
+/// events while it runs.
+async fn write(
+    consul: consul::Client,
+    identity: SyncIdentity,
+    nodes: BTreeSet<String>,
+    changes: Vec<Change>,
+) -> Written {
+    let batches = batch::batches(&identity, &nodes, changes, consul::MAX_TXN_OPS);
     let txns = batches.len();
     let consul = &consul;
     let mut results = futures::stream::iter(batches.into_iter().map(|b| async move {
@@ -338,16 +430,18 @@ async fn write(consul: consul::Client, node: String, changes: Vec<Change>) -> Wr
         (b, outcome, started.elapsed())
     }))
     .buffer_unordered(PARALLEL_TXNS);
-    let mut out = Written { committed: Vec::new(), error: None };
+    let mut out = Written { committed: Vec::new(), nodes: Vec::new(), error: None };
     let (mut txn_total, mut txn_max) = (Duration::ZERO, Duration::ZERO);
     while let Some((b, outcome, took)) = results.next().await {
         txn_total += took;
         txn_max = txn_max.max(took);
         match outcome {
-            Ok(TxnOutcome::Committed(_)) => out.committed.extend(b.changes),
+            Ok(TxnOutcome::Committed(_)) => {
+                out.committed.extend(b.changes);
+                out.nodes.extend(b.nodes);
+            }
             Ok(TxnOutcome::RolledBack { errors, .. }) => {
-                let what = errors.into_iter().map(|e| e.what).collect::<Vec<_>>().join("; ");
-                out.error.get_or_insert(Error::RolledBack(what));
+                out.error.get_or_insert(rolled_back(errors));
             }
             Err(e) => {
                 out.error.get_or_insert(Error::Consul(e));
@@ -388,6 +482,7 @@ fn finish_round(
     for c in written.committed {
         applied.record(c);
     }
+    applied.nodes.extend(written.nodes);
     let write_ms = round.started.elapsed().as_millis() as u64;
     match written.error {
         None => {
@@ -420,7 +515,6 @@ pub async fn run(
     board: Arc<StatusBoard>,
     stop: CancellationToken,
 ) {
-    let node = cfg.identity.node_name();
     let services: Api<Service> = crate::controllers::watched_api(&ctx);
     let slices: Api<EndpointSlice> = crate::controllers::watched_api(&ctx);
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
@@ -441,7 +535,7 @@ pub async fn run(
     // When the next full comparison is due; the first runs once the watches are primed.
     let mut full_due = Instant::now();
     let mut failures: u32 = 0;
-    tracing::info!(identity = %cfg.identity, node, "Kubernetes → Consul sync started");
+    tracing::info!(identity = %cfg.identity, "Kubernetes → Consul sync started");
     // The round of writes in flight, if any. While it runs the loop keeps applying watch
     // events to the index (marking Services dirty), so the next round carries everything
     // that arrived meanwhile. Draining only what is already buffered is not enough: the
@@ -529,7 +623,8 @@ pub async fn run(
         );
         events = 0;
         let round = InFlight { full, changes: changes.len(), started: Instant::now(), _timer: timer };
-        writing = Some((round, write(consul.clone(), node.clone(), changes).boxed()));
+        let nodes = applied.nodes.clone();
+        writing = Some((round, write(consul.clone(), cfg.identity.clone(), nodes, changes).boxed()));
     }
     tracing::info!(identity = %cfg.identity, "Kubernetes → Consul sync stopped");
 }
@@ -556,24 +651,29 @@ async fn report_problems(
     seen.insert(key.clone(), now);
 }
 
-/// Removes every instance this sync owns, and its node when nothing else is left on it
-/// (sync turned off, or its DiscoveryCluster deleted).
+/// Removes every instance this sync owns, and each of its nodes that has nothing else on
+/// it (sync turned off, or its DiscoveryCluster deleted).
 pub async fn remove_all(consul: &consul::Client, identity: &SyncIdentity) -> Result<usize, Error> {
-    let node = identity.node_name();
-    let Some(found) = consul.catalog_node_services(&node, &QueryOptions::default()).await?.value else {
-        return Ok(0);
-    };
-    let owned = diff::owned_instances(identity, &found.services, &[]);
-    let changes: Vec<Change> =
-        owned.values().map(|i| Change::Delete { id: i.id.clone(), name: i.name.clone() }).collect();
-    let written = write(consul.clone(), node.clone(), changes).await;
-    if let Some(e) = written.error {
-        return Err(e);
+    let found = read_nodes(consul, identity).await?;
+    let mut ops = Vec::new();
+    let mut empty = Vec::new();
+    for node in &found {
+        ops.extend(node.owned.values().map(|i| TxnOp::ServiceDelete {
+            node: node.name.clone(),
+            service_id: i.id.clone(),
+            service_name: i.name.clone(),
+        }));
+        if node.services == node.owned.len() {
+            empty.push(node.name.clone());
+        }
     }
-    let n = written.committed.len();
-    if found.services.len() == n && found.node.meta.get(META_SYNC).map(String::as_str) == Some(identity.as_str()) {
-        consul.txn(&[TxnOp::NodeDelete { node }]).await?;
+    let n = ops.len();
+    for chunk in ops.chunks(consul::MAX_TXN_OPS) {
+        if let TxnOutcome::RolledBack { errors, .. } = consul.txn(chunk).await? {
+            return Err(rolled_back(errors));
+        }
     }
+    delete_nodes(consul, empty).await?;
     Ok(n)
 }
 
