@@ -64,10 +64,16 @@ impl Drop for Child {
     }
 }
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The controller's memory after a phase: current RSS and the peak so far (VmHWM).
+fn memory(pid: u32, phase: &str) {
+    let mib = |f| status_kib(pid, f).map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or("?".into());
+    println!("  memory after {phase}: RSS {}, peak {}", mib("VmRSS:"), mib("VmHWM:"));
 }
 
 /// Check ID → (status, first time seen in that status), kept current by a blocking query.
@@ -237,7 +243,17 @@ async fn main() {
     .await;
     let seen = watch_checks(c.clone(), format!("k8s-sync-{ns}-consul-"));
     let started = Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+    // BENCH_WRAP=heaptrack (or another wrapper that execs its argument) profiles the
+    // controller; the RSS figures then include the wrapper.
+    let mut command = match std::env::var("BENCH_WRAP") {
+        Ok(wrapper) => {
+            let mut c = std::process::Command::new(wrapper);
+            c.arg(env!("CARGO_BIN_EXE_concord"));
+            c
+        }
+        Err(_) => std::process::Command::new(env!("CARGO_BIN_EXE_concord")),
+    };
+    let child = command
         .args(["controller", "--listen", "127.0.0.1:0", "--namespace", &ns])
         .env("KUBECONFIG", kube_env.kubeconfig_path())
         .env("RUST_LOG", std::env::var("BENCH_CONTROLLER_LOG").unwrap_or_else(|_| "warn".into()))
@@ -264,6 +280,7 @@ async fn main() {
     let in_catalog = support::sync_owned(&c, &ns).await.len();
     assert_eq!(in_catalog, total, "the catalog holds what the status reports");
     println!("initial sync to Consul: {total} instances in {:.2}s (from process start)", initial.as_secs_f64());
+    memory(pid, "the initial sync to Consul");
     loop {
         let n = mirror_seen.lock().expect("lock").values().filter(|(n, _)| *n == 2).count();
         if n >= external {
@@ -278,6 +295,7 @@ async fn main() {
         "initial sync to Kubernetes: {external} services in {:.2}s (from process start)",
         started.elapsed().as_secs_f64()
     );
+    memory(pid, "both initial syncs");
 
     // Kubernetes → Consul, 1 change/s: endpoint 0 of b-i goes not ready.
     let id = |i: usize, e: usize| format!("{ns}-b-{i}-10.{}.{}.{}-80", 50 + i / 250, i % 250, e + 1);
@@ -324,6 +342,7 @@ async fn main() {
         burst_start.elapsed().as_secs_f64()
     );
     report("k8s->consul burst", lat);
+    memory(pid, "the Kubernetes → Consul phases");
 
     // Consul → Kubernetes, 1 change/s: the second instance of ext-i goes critical.
     let wait_mirror = |svc: String, n: usize| {
@@ -379,7 +398,7 @@ async fn main() {
     );
     report("consul->k8s burst", lat);
 
-    match peak_rss_kib(pid) {
+    match status_kib(pid, "VmHWM:") {
         Some(kib) => println!("controller peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
         None => println!("controller peak RSS: unavailable"),
     }

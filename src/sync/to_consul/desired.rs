@@ -19,19 +19,22 @@ use crate::sync::*;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{EndpointPort, EndpointSlice};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A Service's key: (namespace, name).
 pub type ServiceKey = (String, String);
 
-/// One Consul service instance with its one health check, as this sync writes it.
+/// One Consul service instance with its one health check, as this sync writes it. Tags
+/// and meta are the same for every instance of a Service, and shared (the sync holds
+/// every instance it wrote: at 10,000 instances a copy of the meta each was 8 MiB).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
     pub id: String,
     pub name: String,
-    pub tags: Vec<String>,
+    pub tags: Arc<Vec<String>>,
     pub address: String,
     pub port: u16,
-    pub meta: BTreeMap<String, String>,
+    pub meta: Arc<BTreeMap<String, String>>,
     pub status: CheckStatus,
     pub output: String,
 }
@@ -52,10 +55,10 @@ impl Instance {
         NodeService {
             id: self.id.clone(),
             service: self.name.clone(),
-            tags: self.tags.clone(),
+            tags: self.tags.to_vec(),
             address: self.address.clone(),
             port: self.port,
-            meta: self.meta.clone(),
+            meta: BTreeMap::clone(&self.meta),
             weights: Weights::default(),
             ..Default::default()
         }
@@ -78,10 +81,10 @@ impl Instance {
         Self {
             id: service.id.clone(),
             name: service.service.clone(),
-            tags: service.tags.clone(),
+            tags: Arc::new(service.tags.clone()),
             address: service.address.clone(),
             port: service.port,
-            meta: service.meta.clone(),
+            meta: Arc::new(service.meta.clone()),
             // A missing check is a gap: `critical` with no output never equals what
             // the sync wants, so the diff rewrites it.
             status: check.map(|c| c.status).unwrap_or(CheckStatus::Critical),
@@ -165,6 +168,7 @@ pub fn service_instances(
     meta.insert(META_K8S_NAMESPACE.into(), ns.clone());
     meta.insert(META_K8S_SERVICE.into(), svc_name.clone());
     meta.insert(META_SYNC.into(), cfg.identity.as_str().to_string());
+    let (tags, meta) = (Arc::new(tags), Arc::new(meta));
 
     let spec = svc.spec.clone().unwrap_or_default();
     let port_choice = annotation(svc, ANNOTATION_PORT).map(str::trim).filter(|s| !s.is_empty());
@@ -319,7 +323,7 @@ mod tests {
         let i = &d.instances[0];
         assert_eq!(i.id, "shop-api-v1-10.0.0.1-3001");
         assert_eq!(i.name, "api");
-        assert_eq!(i.tags, ["v1", "production"]);
+        assert_eq!(*i.tags, ["v1", "production"]);
         assert_eq!(i.port, 3001);
         assert_eq!(i.status, CheckStatus::Passing);
         assert_eq!(i.meta["team"], "pay");

@@ -3,7 +3,8 @@
 use super::desired::Instance;
 use crate::consul::{HealthCheck, NodeService, TxnOp};
 use crate::sync::{META_SYNC, SyncIdentity};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 /// One change to one instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,14 +101,30 @@ pub fn owned_instances(
     checks: &[HealthCheck],
 ) -> BTreeMap<String, Instance> {
     let by_id: HashMap<&str, &HealthCheck> = checks.iter().map(|c| (c.check_id.as_str(), c)).collect();
+    // Instances of one Service carry equal meta and tags: one shared copy each.
+    let mut metas: HashSet<Arc<BTreeMap<String, String>>> = HashSet::new();
+    let mut tags: HashSet<Arc<Vec<String>>> = HashSet::new();
     services
         .iter()
         .filter(|s| s.meta.get(META_SYNC).map(String::as_str) == Some(identity.as_str()))
         .map(|s| {
             let check = by_id.get(super::desired::check_id(&s.id).as_str()).copied();
-            (s.id.clone(), Instance::from_catalog(s, check))
+            let mut instance = Instance::from_catalog(s, check);
+            instance.meta = intern(&mut metas, instance.meta);
+            instance.tags = intern(&mut tags, instance.tags);
+            (s.id.clone(), instance)
         })
         .collect()
+}
+
+fn intern<T: Eq + std::hash::Hash>(seen: &mut HashSet<Arc<T>>, value: Arc<T>) -> Arc<T> {
+    match seen.get(&value) {
+        Some(shared) => shared.clone(),
+        None => {
+            seen.insert(value.clone());
+            value
+        }
+    }
 }
 
 #[cfg(test)]
@@ -120,10 +137,10 @@ mod tests {
         Instance {
             id: id.into(),
             name: "api".into(),
-            tags: vec!["v1".into()],
+            tags: std::sync::Arc::new(vec!["v1".into()]),
             address: "10.0.0.1".into(),
             port,
-            meta: [(META_SYNC.to_string(), "me".to_string())].into(),
+            meta: std::sync::Arc::new([(META_SYNC.to_string(), "me".to_string())].into()),
             status,
             output: String::new(),
         }
@@ -185,5 +202,10 @@ mod tests {
         let owned = owned_instances(&me, &[mine.node_service(), theirs, untagged], &[mine.health_check("n")]);
         assert_eq!(owned.keys().collect::<Vec<_>>(), ["a"]);
         assert_eq!(owned["a"], mine);
+        // Equal meta read back is one shared copy.
+        let (x, y) = (inst("x", 1, CheckStatus::Passing), inst("y", 2, CheckStatus::Passing));
+        let owned = owned_instances(&me, &[x.node_service(), y.node_service()], &[]);
+        assert!(Arc::ptr_eq(&owned["x"].meta, &owned["y"].meta));
+        assert!(Arc::ptr_eq(&owned["x"].tags, &owned["y"].tags));
     }
 }

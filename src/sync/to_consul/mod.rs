@@ -270,16 +270,18 @@ impl Applied {
     }
 }
 
-fn watch<K>(api: Api<K>, cfg: watcher::Config) -> BoxStream<'static, Event<K>>
+/// Watches `api`, dropping from each object what the sync never reads: its field
+/// ownership bookkeeping (most of an object's size), and whatever `slim` drops.
+fn watch<K>(api: Api<K>, cfg: watcher::Config, slim: fn(&mut K)) -> BoxStream<'static, Event<K>>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     watcher::watcher(api, cfg)
         .default_backoff()
-        .modify(|o: &mut K| {
-            // Field ownership bookkeeping is most of an object's size; we never read it.
+        .modify(move |o: &mut K| {
             o.meta_mut().managed_fields = None;
+            slim(o);
         })
         .filter_map(|r| async move {
             match r {
@@ -291,6 +293,35 @@ where
             }
         })
         .boxed()
+}
+
+/// Drops what [`desired::service_instances`] never reads from an EndpointSlice: per
+/// endpoint the target reference, node, zone, hostname and hints the EndpointSlice
+/// controller fills in (most of a slice's size; the index holds every slice).
+fn slim_slice(slice: &mut EndpointSlice) {
+    slice.metadata.annotations = None;
+    slice.metadata.owner_references = None;
+    for ep in &mut slice.endpoints {
+        ep.target_ref = None;
+        ep.node_name = None;
+        ep.zone = None;
+        ep.hostname = None;
+        ep.hints = None;
+        ep.deprecated_topology = None;
+    }
+}
+
+/// Drops the parts of a Service spec the sync never reads (selector, cluster IPs, ...).
+fn slim_service(svc: &mut Service) {
+    if let Some(spec) = svc.spec.as_mut() {
+        *spec = k8s_openapi::api::core::v1::ServiceSpec {
+            ports: spec.ports.take(),
+            type_: spec.type_.take(),
+            external_name: spec.external_name.take(),
+            ..Default::default()
+        };
+    }
+    svc.metadata.owner_references = None;
 }
 
 /// The synthetic node `name` of this sync, as it registers it.
@@ -421,25 +452,36 @@ async fn write(
     nodes: BTreeSet<String>,
     changes: Vec<Change>,
 ) -> Written {
-    let batches = batch::batches(&identity, &nodes, changes, consul::MAX_TXN_OPS);
-    let txns = batches.len();
-    let consul = &consul;
-    let mut results = futures::stream::iter(batches.into_iter().map(|b| async move {
-        let started = Instant::now();
-        let outcome = consul.txn(&b.ops).await;
-        (b, outcome, started.elapsed())
-    }))
-    .buffer_unordered(PARALLEL_TXNS);
     let mut out = Written { committed: Vec::new(), nodes: Vec::new(), error: None };
-    let (mut txn_total, mut txn_max) = (Duration::ZERO, Duration::ZERO);
-    while let Some((b, outcome, took)) = results.next().await {
+    // New nodes first, in a transaction of their own: the batches then run in parallel
+    // without each having to register the nodes it touches.
+    let register = batch::nodes_to_register(&identity, &nodes, &changes);
+    if !register.is_empty() {
+        let ops: Vec<TxnOp> = register.iter().map(|n| TxnOp::NodeSet(sync_node(&identity, n))).collect();
+        match consul.txn(&ops).await {
+            Ok(TxnOutcome::Committed(_)) => out.nodes.extend(register),
+            Ok(TxnOutcome::RolledBack { errors, .. }) => out.error = Some(rolled_back(errors)),
+            Err(e) => out.error = Some(Error::Consul(e)),
+        }
+        if out.error.is_some() {
+            return out;
+        }
+    }
+    let consul = &consul;
+    let mut results =
+        futures::stream::iter(batch::batches(identity, changes, consul::MAX_TXN_OPS).map(|b| async move {
+            let started = Instant::now();
+            let outcome = consul.txn(&b.ops).await;
+            (b.changes, outcome, started.elapsed())
+        }))
+        .buffer_unordered(PARALLEL_TXNS);
+    let (mut txns, mut txn_total, mut txn_max) = (0u32, Duration::ZERO, Duration::ZERO);
+    while let Some((changes, outcome, took)) = results.next().await {
+        txns += 1;
         txn_total += took;
         txn_max = txn_max.max(took);
         match outcome {
-            Ok(TxnOutcome::Committed(_)) => {
-                out.committed.extend(b.changes);
-                out.nodes.extend(b.nodes);
-            }
+            Ok(TxnOutcome::Committed(_)) => out.committed.extend(changes),
             Ok(TxnOutcome::RolledBack { errors, .. }) => {
                 out.error.get_or_insert(rolled_back(errors));
             }
@@ -451,7 +493,7 @@ async fn write(
     if txns > 0 {
         tracing::debug!(
             txns,
-            txn_mean_ms = (txn_total / txns as u32).as_millis() as u64,
+            txn_mean_ms = (txn_total / txns).as_millis() as u64,
             txn_max_ms = txn_max.as_millis() as u64,
             "to-consul transactions"
         );
@@ -523,9 +565,9 @@ pub async fn run(
         None => watcher::Config::default(),
     };
     let mut inputs: SelectAll<BoxStream<'static, Input>> = futures::stream::select_all([
-        watch(services, watcher::Config::default()).map(|e| Input::Service(Box::new(e))).boxed(),
-        watch(slices, watcher::Config::default()).map(Input::Slice).boxed(),
-        watch(namespaces, ns_cfg).map(Input::Namespace).boxed(),
+        watch(services, watcher::Config::default(), slim_service).map(|e| Input::Service(Box::new(e))).boxed(),
+        watch(slices, watcher::Config::default(), slim_slice).map(Input::Slice).boxed(),
+        watch(namespaces, ns_cfg, |n| n.spec = None).map(Input::Namespace).boxed(),
     ]);
 
     let mut index = Index::default();
@@ -687,14 +729,54 @@ mod tests {
         Instance {
             id: id.into(),
             name: "api".into(),
-            tags: vec![],
+            tags: Default::default(),
             address: "10.0.0.1".into(),
             port: 80,
-            meta: [(META_K8S_NAMESPACE.to_string(), "ns".to_string()), (META_K8S_SERVICE.to_string(), svc.into())]
-                .into(),
+            meta: Arc::new(
+                [(META_K8S_NAMESPACE.to_string(), "ns".to_string()), (META_K8S_SERVICE.to_string(), svc.into())].into(),
+            ),
             status: CheckStatus::Passing,
             output: String::new(),
         }
+    }
+
+    #[test]
+    fn slimmed_objects_give_the_same_instances() {
+        let cfg = crate::sync::ToConsulConfig {
+            identity: SyncIdentity::new("me"),
+            default_sync: true,
+            allow_namespaces: Default::default(),
+            deny_namespaces: Default::default(),
+            anti_entropy: Duration::from_secs(60),
+        };
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "ns", "annotations": {"concord.io/tags": "a,b", "concord.io/port": "http"},
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "x", "uid": "u"}]},
+            "spec": {"selector": {"app": "web"}, "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+                     "ports": [{"name": "metrics", "port": 9090}, {"name": "http", "port": 80, "targetPort": 8080}]}
+        }))
+        .expect("service");
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-abc", "namespace": "ns", "labels": {"kubernetes.io/service-name": "web"},
+                         "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": "2026-01-01T00:00:00Z"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "metrics", "port": 9090}, {"name": "http", "port": 8080}],
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "conditions": {"ready": true}, "nodeName": "n1", "zone": "z1",
+                 "hostname": "web-0", "targetRef": {"kind": "Pod", "name": "web-0", "namespace": "ns", "uid": "p"},
+                 "hints": {"forZones": [{"name": "z1"}]}},
+                {"addresses": ["10.0.0.2"], "conditions": {"ready": false, "terminating": true}, "nodeName": "n2"}
+            ]
+        }))
+        .expect("slice");
+        let before = desired::service_instances(&cfg, &svc, &[&slice], true);
+        let (mut svc2, mut slice2) = (svc.clone(), slice.clone());
+        slim_service(&mut svc2);
+        slim_slice(&mut slice2);
+        assert_eq!(desired::service_instances(&cfg, &svc2, &[&slice2], true), before);
+        assert_eq!(before.instances.len(), 2);
+        assert!(slice2.endpoints.iter().all(|e| e.target_ref.is_none() && e.node_name.is_none()));
+        assert!(svc2.spec.as_ref().is_some_and(|s| s.selector.is_none() && s.cluster_ips.is_none()));
     }
 
     #[test]
