@@ -377,15 +377,20 @@ fn rolled_back(errors: Vec<consul::TxnError>) -> Error {
     Error::RolledBack(errors.into_iter().map(|e| e.what).collect::<Vec<_>>().join("; "))
 }
 
-/// Deletes nodes, [`consul::MAX_TXN_OPS`] per transaction.
-async fn delete_nodes(consul: &consul::Client, nodes: Vec<String>) -> Result<(), Error> {
-    let ops: Vec<TxnOp> = nodes.into_iter().map(|node| TxnOp::NodeDelete { node }).collect();
+/// Commits `ops` one after the other, [`consul::MAX_TXN_OPS`] per transaction.
+async fn commit_in_chunks(consul: &consul::Client, ops: &[TxnOp]) -> Result<(), Error> {
     for chunk in ops.chunks(consul::MAX_TXN_OPS) {
         if let TxnOutcome::RolledBack { errors, .. } = consul.txn(chunk).await? {
             return Err(rolled_back(errors));
         }
     }
     Ok(())
+}
+
+/// Deletes whole nodes (their services and checks with them).
+async fn delete_nodes(consul: &consul::Client, nodes: Vec<String>) -> Result<(), Error> {
+    let ops: Vec<TxnOp> = nodes.into_iter().map(|node| TxnOp::NodeDelete { node }).collect();
+    commit_in_chunks(consul, &ops).await
 }
 
 /// Reads this sync's instances back from the catalog for a full comparison. Instances on
@@ -709,14 +714,9 @@ pub async fn remove_all(consul: &consul::Client, identity: &SyncIdentity) -> Res
             empty.push(node.name.clone());
         }
     }
-    let n = ops.len();
-    for chunk in ops.chunks(consul::MAX_TXN_OPS) {
-        if let TxnOutcome::RolledBack { errors, .. } = consul.txn(chunk).await? {
-            return Err(rolled_back(errors));
-        }
-    }
+    commit_in_chunks(consul, &ops).await?;
     delete_nodes(consul, empty).await?;
-    Ok(n)
+    Ok(ops.len())
 }
 
 #[cfg(test)]
