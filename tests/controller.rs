@@ -23,8 +23,10 @@ impl Drop for ControllerProcess {
     }
 }
 
+/// From testenv (below the ephemeral range, never handed out twice in this process), not
+/// `bind(0)`: a parallel test's `bind(0)` may get the same ephemeral port.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    testenv::free_port().expect("free port")
 }
 
 fn spawn_controller(kubeconfig: &std::path::Path, namespace: &str) -> ControllerProcess {

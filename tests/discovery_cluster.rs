@@ -270,8 +270,9 @@ async fn a_managed_cluster_yields_its_objects_keeps_its_gossip_key_and_is_garbag
     assert_eq!(left.len(), 3, "claims kept: {left:?}");
 }
 
+/// From testenv, not `bind(0)`: a parallel test's `bind(0)` may get the same port.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    testenv::free_port().expect("free port")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,9 +97,9 @@ impl Drop for Replica {
     }
 }
 
+/// From testenv, not `bind(0)`: a parallel test's `bind(0)` may get the same port.
 fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    SocketAddr::from(([127, 0, 0, 1], testenv::free_port().expect("free port")))
 }
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {

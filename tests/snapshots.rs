@@ -16,15 +16,24 @@ use support::{RunningController, eventually};
 
 const WAIT: Duration = Duration::from_secs(40);
 
+/// One test at a time on the shared Consul: two of these tests restore it (a restore
+/// replaces the whole state and holds up other snapshot requests), and the others' saves
+/// and outcomes must not depend on when that happens. A full-suite run once saw the
+/// `s3-down` save still running after 40 s beside a restore; alone it takes a second.
+static SHARED_CONSUL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Env {
     kube: kube::Client,
     ns: String,
     consul: Client,
     dir: PathBuf,
     _controller: RunningController,
+    /// Declared last: released after the controller stopped.
+    _exclusive: tokio::sync::MutexGuard<'static, ()>,
 }
 
 async fn setup(prefix: &str, extra_flags: &[&str]) -> Env {
+    let exclusive = SHARED_CONSUL.lock().await;
     let kube_env = testenv::shared_kube().await;
     let kube = kube_env.client().await;
     support::install_crds(&kube).await;
@@ -35,7 +44,7 @@ async fn setup(prefix: &str, extra_flags: &[&str]) -> Env {
     let consul = Client::new(ClientConfig::new(consul_cluster.http_addrs())).expect("consul client");
     let dir = std::env::temp_dir().join(format!("concord-snapshots-{}-{ns}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("snapshot dir");
-    Env { kube, ns, consul, dir, _controller: controller }
+    Env { kube, ns, consul, dir, _controller: controller, _exclusive: exclusive }
 }
 
 impl Env {
@@ -151,8 +160,9 @@ async fn save_change_restore_brings_the_old_value_back_and_a_corrupt_copy_is_ref
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_reported_in_the_complete_condition() {
-    // A closed port on loopback: the S3 store cannot be reached.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    // A closed port on loopback: the S3 store cannot be reached. From testenv, not bind(0):
+    // the moto test running beside this one once got the same ephemeral port for its server.
+    let closed = testenv::free_port().expect("free port");
     let endpoint = format!("http://127.0.0.1:{closed}");
     let env = setup(
         "snap-bad",
@@ -243,7 +253,7 @@ async fn a_schedule_keeps_exactly_retain_snapshots_and_their_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_save_and_restore_through_a_local_s3_server() {
     let moto = testenv::binary("moto_server").expect("moto_server (scripts/testenv.sh installs it)");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = testenv::free_port().expect("free port");
     let mut child = std::process::Command::new(moto)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())

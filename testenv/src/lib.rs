@@ -27,6 +27,7 @@ use tokio::sync::OnceCell;
 pub use consul::{ConsulCluster, ConsulOptions, LoopbackServer};
 pub use error::Error;
 pub use kubernetes::{KubeEnv, KubeOptions};
+pub use ports::free_port;
 
 /// Where the server binaries are: `$CONCORD_TESTENV_BIN`, else
 /// `$CONCORD_TESTENV_DIR/bin`, else `$HOME/.cache/concord-testenv/bin` (the defaults of

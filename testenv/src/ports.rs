@@ -22,8 +22,10 @@ fn candidate_range() -> std::ops::Range<u16> {
 }
 
 /// A port on 127.0.0.1 that is free for both TCP and UDP right now (Consul's DNS and
-/// Serf ports use both).
-pub(crate) fn free_port() -> Result<u16, Error> {
+/// Serf ports use both). Tests use it too, for a server of their own or for a port that
+/// must stay closed: a port from `bind(0)` is in the ephemeral range, and the next
+/// `bind(0)` in a parallel test may get the same one.
+pub fn free_port() -> Result<u16, Error> {
     let range = candidate_range();
     let mut last_error = None;
     for _ in 0..256 {
