@@ -665,3 +665,46 @@ async fn instances_on_an_old_layout_node_move_to_their_nodes_without_a_gap() {
     assert!(reads > 0);
     assert_eq!(seen, BTreeSet::from([1]), "passing instances seen during the move ({reads} reads)");
 }
+
+/// An address change in Consul that leaves the checks alone (an agent re-registering its
+/// service elsewhere): neither watch says which service changed, so after such a change
+/// the sync re-reads every mirrored service, at most every 15 s — long before the
+/// anti-entropy pass (10 minutes here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consul_address_change_without_a_check_change_reaches_kubernetes_before_anti_entropy() {
+    let kube_env = testenv::shared_kube().await;
+    let consul_env = testenv::shared_consul().await;
+    let client = kube_env.client().await;
+    install_crds(&client).await;
+    let ns = kube_env.create_namespace("sync-readdr").await;
+    let c = consul_client(consul_env);
+    let name = "relocating";
+    register_external(&c, "vm-r1", "10.21.0.1", name, 8080, CheckStatus::Passing).await;
+    external_cluster(
+        &client,
+        &ns,
+        &consul_env.http_addrs(),
+        Some(json!({"toKubernetes": {"enabled": true}, "antiEntropyInterval": "10m"})),
+    )
+    .await;
+    let _controller = start_controller(client.clone(), &ns, &[]).await;
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), &ns);
+    let addresses = || async {
+        let list = slices.list(&ListParams::default().labels("kubernetes.io/service-name=relocating")).await.ok()?;
+        Some(list.items.iter().flat_map(|s| s.endpoints.iter()).flat_map(|e| e.addresses.clone()).collect::<Vec<_>>())
+    };
+    eventually("mirrored at its first address", WAIT, || async {
+        addresses().await.filter(|a| *a == ["10.21.0.1"]).map(|_| ())
+    })
+    .await;
+
+    let check_index = || async { health(&c, name, &[], false).await.first().map(|e| e.checks[0].modify_index) };
+    let before = check_index().await;
+    register_external(&c, "vm-r1", "10.21.0.2", name, 8080, CheckStatus::Passing).await;
+    assert_eq!(check_index().await, before, "the check did not change: the check watch cannot see this");
+    eventually("mirrored at its new address", Duration::from_secs(60), || async {
+        addresses().await.filter(|a| *a == ["10.21.0.2"]).map(|_| ())
+    })
+    .await;
+    deregister_external(&c, "vm-r1", name).await;
+}

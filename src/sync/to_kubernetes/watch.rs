@@ -14,7 +14,9 @@
 //!
 //! What the check view cannot see (an instance without checks of its own, an address or
 //! port change that leaves the checks alone) is re-read on every change of the catalog
-//! index (services with an unchecked instance) and on every anti-entropy pass (all).
+//! index (services with an unchecked instance), and every mirrored service is re-read
+//! after a catalog change that neither watch explains (same names, same checks), at most
+//! once per [`rescan_interval`], and on every anti-entropy pass.
 //!
 //! An earlier version held one blocking query per mirrored service: with more than ~200
 //! services Consul's per-client connection limit (`limits.http_max_conns_per_client`)
@@ -41,6 +43,13 @@ const BLOCKING_WAIT: Duration = Duration::from_secs(300);
 const MIN_QUERY_INTERVAL: Duration = Duration::from_millis(200);
 /// Only services with at least one instance not registered from Kubernetes.
 const CATALOG_FILTER: &str = r#"ServiceMeta["external-source"] != "kubernetes""#;
+/// The least time between two re-reads of every mirrored service after unexplained
+/// catalog changes: 15 s, or 15 ms per service beyond 1,000, so those re-reads never cost
+/// Consul more than ~67 reads a second however busy the catalog is.
+pub fn rescan_interval(services: usize) -> Duration {
+    Duration::from_secs(15).max(Duration::from_millis(15) * u32::try_from(services).unwrap_or(u32::MAX))
+}
+
 /// Checks not on a sync node (every instance there came from Kubernetes).
 const CHECKS_FILTER: &str = r#"Node not matches "^k8s-sync-""#;
 
@@ -215,11 +224,21 @@ pub async fn run(consul: consul::Client, cfg: ToKubernetesConfig, tx: mpsc::Send
     let mut failures = 0u32;
     let mut retry_due: Option<Instant> = None;
     let mut refresh_due = Instant::now() + cfg.anti_entropy;
+    // When every service was last read (the first reads count), and when the next such
+    // rescan is due because the catalog changed in a way the watches cannot attribute.
+    let mut last_rescan = Instant::now();
+    let mut rescan_due: Option<Instant> = None;
     loop {
         tokio::select! {
             s = seen.recv() => match s {
                 Some(Seen::Names(new)) => {
                     let changed = names.as_ref() != Some(&new);
+                    if !changed && rescan_due.is_none() {
+                        // The catalog's index moved with the same names: an address,
+                        // port or meta changed somewhere, or a Kubernetes instance was
+                        // written (both bump it; the watches cannot tell which).
+                        rescan_due = Some(last_rescan + rescan_interval(new.len()));
+                    }
                     known.retain(|n, _| new.contains(n));
                     nodes_of.retain(|n, _| new.contains(n));
                     dirty.retain(|n| new.contains(n));
@@ -269,6 +288,12 @@ pub async fn run(consul: consul::Client, cfg: ToKubernetesConfig, tx: mpsc::Send
             },
             _ = tokio::time::sleep_until(refresh_due) => {
                 refresh_due = Instant::now() + cfg.anti_entropy;
+                last_rescan = Instant::now();
+                dirty.extend(names.iter().flatten().cloned());
+            },
+            _ = tokio::time::sleep_until(rescan_due.unwrap_or_else(Instant::now)), if rescan_due.is_some() => {
+                rescan_due = None;
+                last_rescan = Instant::now();
                 dirty.extend(names.iter().flatten().cloned());
             },
             _ = tokio::time::sleep_until(retry_due.unwrap_or_else(Instant::now)), if retry_due.is_some() => {
@@ -338,6 +363,17 @@ mod tests {
         ]);
         let got = changed_services(&old, &new, &HashMap::new());
         assert_eq!(got, BTreeSet::from(["billing".to_string(), "cache".to_string(), "gone".to_string()]));
+    }
+
+    #[test]
+    fn unexplained_catalog_changes_are_rescanned_at_a_bounded_rate() {
+        assert_eq!(rescan_interval(0), Duration::from_secs(15));
+        assert_eq!(rescan_interval(1_000), Duration::from_secs(15));
+        assert_eq!(rescan_interval(10_000), Duration::from_secs(150));
+        for n in [1usize, 500, 1_000, 5_000, 100_000] {
+            let per_second = n as f64 / rescan_interval(n).as_secs_f64();
+            assert!(per_second <= 67.0, "{n} services: {per_second} reads/s");
+        }
     }
 
     #[test]
