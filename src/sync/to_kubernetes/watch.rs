@@ -141,32 +141,41 @@ enum Seen {
     Checks(CheckView),
 }
 
-/// Watches the catalog's service names, sending the set on every index change.
-async fn watch_catalog(consul: consul::Client, cfg: ToKubernetesConfig, tx: mpsc::Sender<Seen>) {
+/// One blocking-query loop of this module: `query` runs with the filter and the index to
+/// block on, at most one start per [`MIN_QUERY_INTERVAL`]; a failure backs off and starts
+/// over from index zero. `answer` gets each answer's value and whether its index moved, and
+/// returns what to send, if anything. Returns when the receiver is gone.
+async fn blocking_loop<T, Q, Fut>(
+    what: &str,
+    filter: &str,
+    mut query: Q,
+    mut answer: impl FnMut(bool, T) -> Option<Seen>,
+    tx: mpsc::Sender<Seen>,
+) where
+    Q: FnMut(QueryOptions) -> Fut,
+    Fut: Future<Output = Result<consul::QueryResponse<T>, consul::Error>>,
+{
     let mut index = ConsulIndex::ZERO;
     let mut failures = 0u32;
     let mut next = Instant::now();
     loop {
         tokio::time::sleep_until(next).await;
         next = Instant::now() + MIN_QUERY_INTERVAL;
-        let opts =
-            QueryOptions { filter: Some(CATALOG_FILTER.to_string()), ..QueryOptions::blocking(index, BLOCKING_WAIT) };
-        match consul.catalog_services(&opts).await {
+        let opts = QueryOptions { filter: Some(filter.to_string()), ..QueryOptions::blocking(index, BLOCKING_WAIT) };
+        match query(opts).await {
             Ok(r) => {
                 failures = 0;
-                let unchanged = r.index == index;
+                let moved = r.index != index;
                 index = index.advance(r.index);
-                if unchanged {
-                    continue;
-                }
-                let names = r.value.into_keys().filter(|n| desired::is_candidate(&cfg, n)).collect();
-                if tx.send(Seen::Names(names)).await.is_err() {
+                if let Some(seen) = answer(moved, r.value)
+                    && tx.send(seen).await.is_err()
+                {
                     return;
                 }
             }
             Err(e) => {
                 failures += 1;
-                tracing::warn!(error = %e, "catalog watch failed; retrying");
+                tracing::warn!(error = %e, "{what} watch failed; retrying");
                 index = ConsulIndex::ZERO;
                 tokio::time::sleep(crate::runtime::context::backoff_delay(failures.min(5), rand::random())).await;
             }
@@ -174,37 +183,29 @@ async fn watch_catalog(consul: consul::Client, cfg: ToKubernetesConfig, tx: mpsc
     }
 }
 
+/// Watches the catalog's service names, sending the set on every index change.
+async fn watch_catalog(consul: consul::Client, cfg: ToKubernetesConfig, tx: mpsc::Sender<Seen>) {
+    let consul = &consul;
+    let query = move |opts: QueryOptions| async move { consul.catalog_services(&opts).await };
+    let answer = |moved: bool, services: BTreeMap<String, Vec<String>>| {
+        moved.then(|| Seen::Names(services.into_keys().filter(|n| desired::is_candidate(&cfg, n)).collect()))
+    };
+    blocking_loop("catalog", CATALOG_FILTER, query, answer, tx).await;
+}
+
 /// Watches every check outside the sync nodes, sending the view when it changes.
 async fn watch_checks(consul: consul::Client, tx: mpsc::Sender<Seen>) {
-    let mut index = ConsulIndex::ZERO;
+    let consul = &consul;
+    let query = move |opts: QueryOptions| async move { consul.health_state("any", &opts).await };
     let mut last: Option<CheckView> = None;
-    let mut failures = 0u32;
-    let mut next = Instant::now();
-    loop {
-        tokio::time::sleep_until(next).await;
-        next = Instant::now() + MIN_QUERY_INTERVAL;
-        let opts =
-            QueryOptions { filter: Some(CHECKS_FILTER.to_string()), ..QueryOptions::blocking(index, BLOCKING_WAIT) };
-        match consul.health_state("any", &opts).await {
-            Ok(r) => {
-                failures = 0;
-                index = index.advance(r.index);
-                let view = CheckView::from_checks(&r.value);
-                if last.as_ref() != Some(&view) {
-                    last = Some(view.clone());
-                    if tx.send(Seen::Checks(view)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %e, "health watch failed; retrying");
-                index = ConsulIndex::ZERO;
-                tokio::time::sleep(crate::runtime::context::backoff_delay(failures.min(5), rand::random())).await;
-            }
-        }
-    }
+    let answer = |_moved: bool, checks: Vec<HealthCheck>| {
+        let view = CheckView::from_checks(&checks);
+        (last.as_ref() != Some(&view)).then(|| {
+            last = Some(view.clone());
+            Seen::Checks(view)
+        })
+    };
+    blocking_loop("health", CHECKS_FILTER, query, answer, tx).await;
 }
 
 /// Watches Consul for one sync until `tx` is closed (the task is aborted with its
