@@ -248,18 +248,7 @@ async fn consul_service_becomes_a_kubernetes_service_of_its_passing_instances_an
 
     let services = Api::<Service>::namespaced(client.clone(), &ns);
     let slices = Api::<EndpointSlice>::namespaced(client.clone(), &ns);
-    let ready_addresses = || async {
-        let list = slices.list(&ListParams::default().labels("kubernetes.io/service-name=billing")).await.ok()?;
-        let mut addrs: Vec<String> = list
-            .items
-            .iter()
-            .flat_map(|s| s.endpoints.iter())
-            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-            .flat_map(|e| e.addresses.clone())
-            .collect();
-        addrs.sort();
-        Some(addrs)
-    };
+    let ready_addresses = || slice_addresses(&slices, "billing", true);
     let svc = eventually("Service billing", WAIT, || async { services.get_opt(name).await.ok().flatten() }).await;
     assert_eq!(svc.metadata.labels.as_ref().expect("labels")["app.kubernetes.io/managed-by"], "concord");
     assert_eq!(svc.metadata.annotations.as_ref().expect("annotations")["concord.io/consul-service"], "billing");
@@ -493,22 +482,7 @@ async fn hundreds_of_consul_services_are_mirrored_over_a_fixed_number_of_watches
     assert!(open < 64, "{open} connections to Consul for {SERVICES} mirrored services");
 
     // One of scale-0's two instances goes critical: it leaves the slice, the other stays.
-    let ready_of = |name: &'static str| {
-        let slices = slices.clone();
-        async move {
-            let list =
-                slices.list(&ListParams::default().labels(&format!("kubernetes.io/service-name={name}"))).await.ok()?;
-            let mut addrs: Vec<String> = list
-                .items
-                .iter()
-                .flat_map(|s| s.endpoints.iter())
-                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-                .flat_map(|e| e.addresses.clone())
-                .collect();
-            addrs.sort();
-            Some(addrs)
-        }
-    };
+    let ready_of = |name: &'static str| slice_addresses(&slices, name, true);
     assert_eq!(ready_of("scale-0").await.expect("slices"), ["10.40.0.1", "10.40.0.2"]);
     let [_, critical] = instance(0, 1, CheckStatus::Critical);
     let outcome = c.txn(&[critical]).await.expect("txn");
@@ -547,6 +521,22 @@ async fn hundreds_of_consul_services_are_mirrored_over_a_fixed_number_of_watches
     })
     .await;
     assert_eq!(services.list_metadata(&mirrored).await.expect("list").items.len(), SERVICES - 1);
+}
+
+/// The endpoint addresses, sorted, of Service `service`'s EndpointSlices: only the ready
+/// ones with `ready_only`.
+async fn slice_addresses(slices: &Api<EndpointSlice>, service: &str, ready_only: bool) -> Option<Vec<String>> {
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+    let list = slices.list(&lp).await.ok()?;
+    let mut addrs: Vec<String> = list
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| !ready_only || e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .flat_map(|e| e.addresses.clone())
+        .collect();
+    addrs.sort();
+    Some(addrs)
 }
 
 /// Ready endpoints over every slice matching `lp`.
@@ -689,10 +679,7 @@ async fn a_consul_address_change_without_a_check_change_reaches_kubernetes_befor
     .await;
     let _controller = start_controller(client.clone(), &ns, &[]).await;
     let slices = Api::<EndpointSlice>::namespaced(client.clone(), &ns);
-    let addresses = || async {
-        let list = slices.list(&ListParams::default().labels("kubernetes.io/service-name=relocating")).await.ok()?;
-        Some(list.items.iter().flat_map(|s| s.endpoints.iter()).flat_map(|e| e.addresses.clone()).collect::<Vec<_>>())
-    };
+    let addresses = || slice_addresses(&slices, "relocating", false);
     eventually("mirrored at its first address", WAIT, || async {
         addresses().await.filter(|a| *a == ["10.21.0.1"]).map(|_| ())
     })
