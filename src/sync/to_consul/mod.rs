@@ -32,7 +32,7 @@ use crate::sync::{EXTERNAL_SOURCE_KUBERNETES, META_EXTERNAL_SOURCE, META_SYNC, S
 use desired::{Instance, ServiceKey};
 use diff::Change;
 use futures::stream::{BoxStream, SelectAll};
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt;
@@ -360,10 +360,8 @@ async fn read_nodes(consul: &consul::Client, identity: &SyncIdentity) -> Result<
         Ok(FoundNode { name: n.node, services: services.len(), owned })
     }))
     .buffer_unordered(PARALLEL_TXNS)
-    .collect::<Vec<Result<FoundNode, Error>>>()
+    .try_collect()
     .await
-    .into_iter()
-    .collect()
 }
 
 /// This sync's instances as the catalog holds them, and its registered nodes.
@@ -423,14 +421,12 @@ async fn read_owned(consul: &consul::Client, identity: &SyncIdentity) -> Result<
         out.nodes.extend(written.nodes);
         for change in written.committed {
             if let Change::Move { instance, .. } = change {
+                // A node instances just moved to is not empty, whatever it held before.
+                if let Some(s) = left.get_mut(&identity.node_of(&instance.id)) {
+                    *s += 1;
+                }
                 out.instances.insert(instance.id.clone(), instance);
             }
-        }
-    }
-    // A node that instances just moved to is not empty, whatever it held before.
-    for id in out.instances.keys() {
-        if let Some(s) = left.get_mut(&identity.node_of(id)) {
-            *s = (*s).max(1);
         }
     }
     let empty: Vec<String> = left.into_iter().filter(|(_, s)| *s == 0).map(|(n, _)| n).collect();
@@ -463,14 +459,11 @@ async fn write(
     let register = batch::nodes_to_register(&identity, &nodes, &changes);
     if !register.is_empty() {
         let ops: Vec<TxnOp> = register.iter().map(|n| TxnOp::NodeSet(sync_node(&identity, n))).collect();
-        match consul.txn(&ops).await {
-            Ok(TxnOutcome::Committed(_)) => out.nodes.extend(register),
-            Ok(TxnOutcome::RolledBack { errors, .. }) => out.error = Some(rolled_back(errors)),
-            Err(e) => out.error = Some(Error::Consul(e)),
-        }
-        if out.error.is_some() {
+        if let Err(e) = commit_in_chunks(&consul, &ops).await {
+            out.error = Some(e);
             return out;
         }
+        out.nodes.extend(register);
     }
     let consul = &consul;
     let mut results =
@@ -702,21 +695,24 @@ async fn report_problems(
 /// it (sync turned off, or its DiscoveryCluster deleted).
 pub async fn remove_all(consul: &consul::Client, identity: &SyncIdentity) -> Result<usize, Error> {
     let found = read_nodes(consul, identity).await?;
-    let mut ops = Vec::new();
-    let mut empty = Vec::new();
-    for node in &found {
-        ops.extend(node.owned.values().map(|i| TxnOp::ServiceDelete {
-            node: node.name.clone(),
-            service_id: i.id.clone(),
-            service_name: i.name.clone(),
-        }));
-        if node.services == node.owned.len() {
-            empty.push(node.name.clone());
-        }
-    }
+    let removed = found.iter().map(|n| n.owned.len()).sum();
+    // A node holding only ours goes whole (its services and checks with it); on a node
+    // shared with someone else's services only ours are deleted.
+    let (empty, shared): (Vec<FoundNode>, Vec<FoundNode>) =
+        found.into_iter().partition(|n| n.services == n.owned.len());
+    let ops: Vec<TxnOp> = shared
+        .iter()
+        .flat_map(|n| {
+            n.owned.values().map(|i| TxnOp::ServiceDelete {
+                node: n.name.clone(),
+                service_id: i.id.clone(),
+                service_name: i.name.clone(),
+            })
+        })
+        .collect();
     commit_in_chunks(consul, &ops).await?;
-    delete_nodes(consul, empty).await?;
-    Ok(ops.len())
+    delete_nodes(consul, empty.into_iter().map(|n| n.name).collect()).await?;
+    Ok(removed)
 }
 
 #[cfg(test)]
