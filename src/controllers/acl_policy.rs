@@ -4,15 +4,14 @@
 //! mark in their description; a same-named policy without it is reported
 //! (`Synced=False, reason=NameTaken`), never overwritten or deleted. What Consul refuses
 //! (rules that do not parse) is quoted in the `Synced` condition.
-use super::{apply_status, drive, object_key, requeue_after_failure, watched_api};
+use super::{apply_status, drive, object_key, reconcile_with_finalizer, requeue_after_failure, watched_api};
 use crate::cluster::ClusterError;
 use crate::consul::{self, AclPolicy};
 use crate::resources::{ACLPolicy, ACLPolicyStatus, ConditionUpdate, find_condition, set_condition, types};
 use crate::runtime::Context;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -223,15 +222,9 @@ async fn cleanup(p: Arc<ACLPolicy>, ctx: &Context) -> Result<Action, Error> {
 
 async fn reconcile(p: Arc<ACLPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
-    let api: Api<ACLPolicy> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
-    finalizer(&api, FINALIZER, p, |event| async {
-        match event {
-            Finalizer::Apply(p) => apply(p, &ctx).await,
-            Finalizer::Cleanup(p) => cleanup(p, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    reconcile_with_finalizer(&ctx.client, FINALIZER, p, |p| apply(p, &ctx), |p| cleanup(p, &ctx))
+        .await
+        .map_err(Error::Finalizer)
 }
 
 fn error_policy(p: Arc<ACLPolicy>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -10,7 +10,7 @@
 //! `spec.rotation` value) writes a new pair, records the old accessor in the annotation
 //! `concord.io/revoke-accessors`, creates the new token, revokes the old, then clears the
 //! annotation. Delete revokes (finalizer; a token already gone counts as revoked).
-use super::{apply_status, drive, object_key, requeue_after_failure, watched_api};
+use super::{apply_status, drive, object_key, reconcile_with_finalizer, requeue_after_failure, watched_api};
 use crate::cluster::ClusterError;
 use crate::consul::{self, AclLink, AclServiceIdentity, AclToken, Token};
 use crate::resources::{ACLToken, ACLTokenStatus, ConditionUpdate, find_condition, set_condition, types};
@@ -20,7 +20,6 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use std::collections::BTreeMap;
@@ -367,15 +366,9 @@ async fn cleanup(t: Arc<ACLToken>, ctx: &Context) -> Result<Action, Error> {
 
 async fn reconcile(t: Arc<ACLToken>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
-    let api: Api<ACLToken> = Api::namespaced(ctx.client.clone(), &t.namespace().unwrap_or_default());
-    finalizer(&api, FINALIZER, t, |event| async {
-        match event {
-            Finalizer::Apply(t) => apply(t, &ctx).await,
-            Finalizer::Cleanup(t) => cleanup(t, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    reconcile_with_finalizer(&ctx.client, FINALIZER, t, |t| apply(t, &ctx), |t| cleanup(t, &ctx))
+        .await
+        .map_err(Error::Finalizer)
 }
 
 fn error_policy(t: Arc<ACLToken>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -89,6 +89,37 @@ where
     }
 }
 
+/// Reconciles `obj` under the finalizer `name`: `apply` while it lives (the finalizer is
+/// added first), `cleanup` once it is being deleted (the finalizer is removed after a
+/// successful cleanup). The error comes boxed, as each controller's error enum holds it.
+pub async fn reconcile_with_finalizer<K, E, A, AF, C, CF>(
+    client: &kube::Client,
+    name: &str,
+    obj: Arc<K>,
+    apply: A,
+    cleanup: C,
+) -> Result<Action, Box<kube::runtime::finalizer::Error<E>>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + Debug,
+    K::DynamicType: Default,
+    E: std::error::Error + 'static,
+    A: FnOnce(Arc<K>) -> AF,
+    AF: Future<Output = Result<Action, E>>,
+    C: FnOnce(Arc<K>) -> CF,
+    CF: Future<Output = Result<Action, E>>,
+{
+    use kube::runtime::finalizer::{Event, finalizer};
+    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    finalizer(&api, name, obj, |event| async move {
+        match event {
+            Event::Apply(obj) => apply(obj).await,
+            Event::Cleanup(obj) => cleanup(obj).await,
+        }
+    })
+    .await
+    .map_err(Box::new)
+}
+
 /// Runs a built controller until `stop`: it shows in `/readyz` once its watch is primed,
 /// then reconciles until shutdown (in-flight reconciles finish first).
 pub async fn drive<K, Fut>(

@@ -33,7 +33,9 @@ pub mod plan;
 use self::desired::{DesiredError, Sources, Value, desired_keys, folder, full_key};
 use self::plan::{Actual, Policy, Write, batches, owner_flags, plan};
 use super::consul_watch::{BLOCKING_WAIT, WatchSet, watch_index};
-use super::{apply_status, object_key, report_ready_when_primed, requeue_after_failure, watched_api};
+use super::{
+    apply_status, object_key, reconcile_with_finalizer, report_ready_when_primed, requeue_after_failure, watched_api,
+};
 use crate::cluster::{ClusterError, ClusterHandle};
 use crate::consul::{self, ConsulIndex, KvWriteOptions, QueryOptions, TxnOpResult, TxnOutcome};
 use crate::resources::{
@@ -45,7 +47,7 @@ use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::finalizer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -111,15 +113,9 @@ enum Written {
 
 async fn reconcile(obj: Arc<KVConfig>, kctx: Arc<KvContext>) -> Result<Action, Error> {
     let _timer = kctx.ctx.metrics.reconcile_started(CONTROLLER);
-    let api: Api<KVConfig> = Api::namespaced(kctx.ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    finalizer(&api, FINALIZER, obj, |event| async {
-        match event {
-            finalizer::Event::Apply(obj) => apply(obj, &kctx).await,
-            finalizer::Event::Cleanup(obj) => cleanup(obj, &kctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    reconcile_with_finalizer(&kctx.ctx.client, FINALIZER, obj, |o| apply(o, &kctx), |o| cleanup(o, &kctx))
+        .await
+        .map_err(Error::Finalizer)
 }
 
 /// Writes one Synced condition (and keeps the rest of the status).

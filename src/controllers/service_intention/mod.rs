@@ -20,7 +20,9 @@ pub mod entry;
 
 use self::entry::{Claim, Decision, Owner, decide, from_consul, owner_of, to_consul, winner};
 use super::consul_watch::{BLOCKING_WAIT, WatchSet, watch_index};
-use super::{apply_status, object_key, report_ready_when_primed, requeue_after_failure, watched_api};
+use super::{
+    apply_status, object_key, reconcile_with_finalizer, report_ready_when_primed, requeue_after_failure, watched_api,
+};
 use crate::cluster::{ClusterError, ClusterHandle};
 use crate::consul::{self, ConsulIndex, QueryOptions};
 use crate::resources::{
@@ -33,7 +35,7 @@ use futures::StreamExt;
 use futures::channel::mpsc;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::finalizer;
 use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -82,15 +84,9 @@ impl Error {
 
 async fn reconcile(obj: Arc<ServiceIntention>, sctx: Arc<SiContext>) -> Result<Action, Error> {
     let _timer = sctx.ctx.metrics.reconcile_started(CONTROLLER);
-    let api: Api<ServiceIntention> = Api::namespaced(sctx.ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    finalizer(&api, FINALIZER, obj, |event| async {
-        match event {
-            finalizer::Event::Apply(obj) => apply(obj, &sctx).await,
-            finalizer::Event::Cleanup(obj) => cleanup(obj, &sctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    reconcile_with_finalizer(&sctx.ctx.client, FINALIZER, obj, |o| apply(o, &sctx), |o| cleanup(o, &sctx))
+        .await
+        .map_err(Error::Finalizer)
 }
 
 fn now() -> k8s_openapi::jiff::Timestamp {
