@@ -4,6 +4,10 @@
 //! time, and the catalog in Consul ends exactly as declared (nothing lost, nothing
 //! registered twice); a SIGTERMed leader releases the Lease so the standby takes over
 //! at once.
+//!
+//! The fence: a leader whose renewals hang (everything between it and the API server
+//! stalls, behind a fault proxy) stops writing before the standby takes over, so no
+//! write of the old leader lands after the new leader's first.
 mod support;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -23,6 +27,9 @@ const LEASE: Duration = Duration::from_secs(3);
 /// LEASE; so after the leader dies, the handover takes at most LEASE + LEASE/5 (plus
 /// scheduling on a busy 2-core machine).
 const HANDOVER_BOUND: Duration = Duration::from_millis(3000 + 600 + 1400);
+/// The fence test's Lease: long enough that renewals on this busy machine never miss the
+/// 2 s call timeout by accident (renew deadline 4 s, retry period 1.2 s).
+const FENCE_LEASE: Duration = Duration::from_secs(6);
 
 /// A controller child process; SIGKILLed when dropped.
 struct Replica {
@@ -33,12 +40,22 @@ struct Replica {
 
 impl Replica {
     fn start(name: &'static str, kubeconfig: &std::path::Path, ns: &str, log_dir: &std::path::Path) -> Replica {
+        Replica::start_with(name, kubeconfig, ns, log_dir, LEASE)
+    }
+
+    fn start_with(
+        name: &'static str,
+        kubeconfig: &std::path::Path,
+        ns: &str,
+        log_dir: &std::path::Path,
+        lease: Duration,
+    ) -> Replica {
         let addr = free_addr();
         let log = std::fs::File::create(log_dir.join(format!("{name}.log"))).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_concord"))
             .args(["controller", "--listen", &addr.to_string(), "--namespace", ns])
             .args(["--leader-election", "--lease-namespace", ns, "--lease-name", "concord-test"])
-            .args(["--lease-duration", &format!("{}s", LEASE.as_secs())])
+            .args(["--lease-duration", &format!("{}s", lease.as_secs())])
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", name)
             .env("RUST_LOG", "info,kube=warn")
@@ -252,6 +269,120 @@ async fn only_the_leader_writes_and_a_killed_leader_hands_over_within_the_lease_
     .await;
     eprintln!("handover after SIGKILL: {handover:?}; after SIGTERM (released): {released_handover:?}");
     drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The addresses Consul holds for service `name`.
+async fn addresses(consul: &concord::consul::Client, name: &str) -> Option<BTreeSet<String>> {
+    let entries = consul.health_service(name, &[], false, &Default::default()).await.ok()?;
+    Some(entries.value.into_iter().map(|e| e.service.address).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_renewals_hang_stops_writing_before_the_standby_takes_over() {
+    let env = testenv::shared_kube().await;
+    let consul_env = testenv::shared_consul().await;
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = env.create_namespace("fence").await;
+    // Anti-entropy every second: a leader that keeps running keeps writing what it
+    // believes, even when it sees no change in Kubernetes.
+    let sync = json!({"toConsul": {"enabled": true}, "antiEntropyInterval": "1s"});
+    external_cluster(&client, &ns, &consul_env.http_addrs(), Some(sync)).await;
+    let consul = concord::consul::Client::new(concord::consul::ClientConfig::new(consul_env.http_addrs()))
+        .expect("consul client");
+    let name = format!("fence-{ns}");
+    let (old, new) = ("10.41.0.1", "10.41.0.2");
+    declare(&client, &ns, &name, &[old]).await;
+
+    // Replica a reaches the API server through the proxy, b directly.
+    let upstream: SocketAddr = env.server_url().trim_start_matches("https://").parse().expect("server address");
+    let proxy = testenv::FaultProxy::start(upstream, Duration::from_secs(300)).expect("fault proxy");
+    let dir = tempdir(&ns);
+    let direct = dir.join("kubeconfig");
+    std::fs::write(&direct, env.kubeconfig_yaml()).expect("kubeconfig");
+    let proxied = dir.join("kubeconfig-proxied");
+    let yaml = env.kubeconfig_yaml().replace(&env.server_url(), &format!("https://{}", proxy.addr()));
+    std::fs::write(&proxied, yaml).expect("kubeconfig");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let mut a = Replica::start_with("concord-a", &proxied, &ns, &dir, FENCE_LEASE);
+    eventually("a takes the Lease", WAIT, || async { holder(&leases).await.filter(|h| h.starts_with("concord-a_")) })
+        .await;
+    eventually("a syncs the first address", WAIT, || async {
+        (addresses(&consul, &name).await? == BTreeSet::from([old.to_string()])).then_some(())
+    })
+    .await;
+    let b = Replica::start_with("concord-b", &direct, &ns, &dir, FENCE_LEASE);
+    eventually("b is a ready standby", WAIT, || async {
+        (b.ready().await && b.leads().await == Some(false)).then_some(())
+    })
+    .await;
+    assert!(proxy.forwarded(testenv::Direction::ToServer) > 0, "a talks to the API server through the proxy");
+
+    // The fault: a's renewals (and its watches) hang. Then a change only b can see: from
+    // now on only a (stale) would write `old`, only b writes `new`.
+    proxy.set_both(testenv::Fault::Hang);
+    let fault = Instant::now();
+    declare(&client, &ns, &name, &[new]).await;
+
+    let (mut a_exited, mut b_leads, mut first_new) = (None, None, None);
+    let mut violations = Vec::new();
+    let mut samples = 0u32;
+    loop {
+        let now = Instant::now();
+        assert!(
+            now - fault < WAIT,
+            "no outcome {WAIT:?} after the fault: a exited {a_exited:?}, b leads {b_leads:?}, new in Consul \
+             {first_new:?}; the old address back after that {} times, first {:?}",
+            violations.len(),
+            violations.first()
+        );
+        if a_exited.is_none()
+            && let Some(status) = a.child.try_wait().expect("wait")
+        {
+            a_exited = Some((now - fault, status));
+        }
+        if b_leads.is_none() && holder(&leases).await.is_some_and(|h| h.starts_with("concord-b_")) {
+            b_leads = Some(now - fault);
+        }
+        if let Some(seen) = addresses(&consul, &name).await {
+            samples += 1;
+            if first_new.is_none() && seen.contains(new) {
+                first_new = Some(now - fault);
+            }
+            if first_new.is_some() && seen.contains(old) {
+                violations.push((now - fault, seen));
+            }
+        }
+        // Watch on for three anti-entropy periods after b's first write and a's exit.
+        if let (Some(first), Some(_)) = (first_new, a_exited)
+            && now - fault > first + Duration::from_secs(3)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (a_stopped, status) = a_exited.expect("a exited");
+    let first_new = first_new.expect("b wrote");
+    assert!(
+        violations.is_empty(),
+        "the old leader wrote after the new leader's first write (at {first_new:?}): {violations:?}"
+    );
+    assert!(!status.success(), "a leader that lost its Lease exits with an error: {status}");
+    let log = std::fs::read_to_string(dir.join("concord-a.log")).expect("a's log");
+    assert!(log.contains("within the renew deadline"), "a says why it stopped:\n{log}");
+    let b_leads = b_leads.expect("b leads");
+    assert!(a_stopped < first_new, "a exited at {a_stopped:?}, after b's first write at {first_new:?}");
+    eventually("b keeps the new address alone", WAIT, || async {
+        (addresses(&consul, &name).await? == BTreeSet::from([new.to_string()])).then_some(())
+    })
+    .await;
+    eprintln!(
+        "fence (Lease {FENCE_LEASE:?}): a exited {a_stopped:?} after the hang, b took the Lease at {b_leads:?}, \
+         first write of b visible at {first_new:?}; {samples} catalog samples, no write of a after it"
+    );
+    drop(b);
+    drop(proxy);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -12,6 +12,13 @@
 //! with an error (Kubernetes restarts it as a standby); one that is shut down releases
 //! the Lease so a standby takes over at once instead of after the Lease duration.
 //!
+//! The fence holds against a hung API server too: every call on the Lease has a timeout,
+//! the renew deadline is counted from the start of the last successful round (a standby
+//! can only have seen that write after it began) and it is enforced while a renewal
+//! hangs, not only when the call returns. The controllers are told to stop at the
+//! deadline and given one retry period; deadline + retry period (2/3 + 1/5 of the Lease)
+//! ends before the Lease can expire for any standby.
+//!
 //! Hand-written on kube's `Api<Lease>` rather than a crate: `kube-leader-election` is
 //! still on kube 4, and the whole protocol is the pure [`decide`] below plus two calls.
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -43,6 +50,12 @@ impl LeaseConfig {
     /// least 100 ms; client-go's 2 s of 15 s is close).
     pub fn retry_period(&self) -> Duration {
         (self.duration / 5).max(Duration::from_millis(100))
+    }
+
+    /// The longest one round on the Lease (a read and a write) may take: half the renew
+    /// deadline, so a leader whose call hangs still gets a second try before it gives up.
+    pub fn call_timeout(&self) -> Duration {
+        self.renew_deadline() / 2
     }
 
     fn duration_seconds(&self) -> i32 {
@@ -127,6 +140,8 @@ pub enum LeaseError {
     Conflict,
     #[error("Kubernetes API error on the Lease: {0}")]
     Kube(#[source] kube::Error),
+    #[error("no answer from the Kubernetes API on the Lease within {0:?}")]
+    Timeout(Duration),
 }
 
 /// One candidate's view of the Lease across rounds.
@@ -144,6 +159,15 @@ impl Elector {
 
     pub fn config(&self) -> &LeaseConfig {
         &self.cfg
+    }
+
+    /// [`Self::try_acquire_or_renew`], given up after `limit` (the call is dropped, with
+    /// its connection).
+    pub async fn try_within(&mut self, limit: Duration) -> Result<(), LeaseError> {
+        match tokio::time::timeout(limit, self.try_acquire_or_renew()).await {
+            Ok(result) => result,
+            Err(_) => Err(LeaseError::Timeout(limit)),
+        }
     }
 
     /// One round: read the Lease, decide, and write if we may. Ok means we hold it now.
@@ -248,12 +272,13 @@ where
     metrics.leader.set(0);
     let retry = elector.cfg.retry_period();
     let mut last_holder = String::new();
-    loop {
+    let won_at = loop {
         if *shutdown.borrow() {
             return Outcome::Stopped;
         }
-        match elector.try_acquire_or_renew().await {
-            Ok(()) => break,
+        let started = Instant::now();
+        match elector.try_within(elector.cfg.call_timeout()).await {
+            Ok(()) => break started,
             Err(LeaseError::HeldBy(holder)) => {
                 readiness.set(COMPONENT, true);
                 if holder != last_holder {
@@ -271,7 +296,7 @@ where
             _ = tokio::time::sleep(retry) => {}
             _ = shutdown.changed() => {}
         }
-    }
+    };
     readiness.set(COMPONENT, true);
     metrics.leader.set(1);
     metrics.leader_transitions.inc();
@@ -280,9 +305,12 @@ where
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let controllers = run(stop_rx);
     tokio::pin!(controllers);
-    let mut last_renewal = Instant::now();
+    // The round that won began before this instant, and no standby can have seen its
+    // write before the round began: counting from here errs on the safe side.
+    let mut last_renewal = won_at;
     let mut stopping = false;
     let outcome = loop {
+        let deadline = last_renewal + elector.cfg.renew_deadline();
         tokio::select! {
             _ = &mut controllers => break Outcome::Stopped,
             _ = shutdown.changed(), if !stopping => {
@@ -291,14 +319,22 @@ where
                 stopping = true;
                 let _ = stop_tx.send(true);
             }
+            // Failed renewals spaced a retry period apart may straddle the deadline.
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                tracing::error!("could not renew the leader Lease within the renew deadline; stopping controllers");
+                break Outcome::Lost;
+            }
             _ = tokio::time::sleep(retry) => {
-                match elector.try_acquire_or_renew().await {
-                    Ok(()) => last_renewal = Instant::now(),
+                let started = Instant::now();
+                // A renewal that hangs is cut at the deadline, whatever the call does.
+                let limit = elector.cfg.call_timeout().min(deadline.saturating_duration_since(started));
+                match elector.try_within(limit).await {
+                    Ok(()) => last_renewal = started,
                     Err(LeaseError::HeldBy(holder)) => {
                         tracing::error!(%holder, "lost the leader Lease to another replica; stopping controllers");
                         break Outcome::Lost;
                     }
-                    Err(e) if last_renewal.elapsed() >= elector.cfg.renew_deadline() => {
+                    Err(e) if Instant::now() >= deadline => {
                         tracing::error!(error = %e, "could not renew the leader Lease within the renew deadline; stopping controllers");
                         break Outcome::Lost;
                     }
@@ -310,7 +346,13 @@ where
     metrics.leader.set(0);
     let _ = stop_tx.send(true);
     match outcome {
-        Outcome::Stopped => elector.release().await,
+        Outcome::Stopped => {
+            // Bounded: a hung API server must not keep a stopping process alive.
+            let limit = elector.cfg.call_timeout();
+            if tokio::time::timeout(limit, elector.release()).await.is_err() {
+                tracing::warn!(?limit, "no answer releasing the Lease; a standby takes over when it expires");
+            }
+        }
         Outcome::Lost => {
             // A standby may lead within moments: give in-flight writes one retry period,
             // then let the caller exit (dropping whatever is left).
@@ -395,9 +437,37 @@ mod tests {
         let mut c = cfg("a");
         assert_eq!(c.renew_deadline(), Duration::from_secs(10));
         assert_eq!(c.retry_period(), Duration::from_secs(3));
+        assert_eq!(c.call_timeout(), Duration::from_secs(5));
         c.duration = Duration::from_secs(3);
         assert_eq!(c.renew_deadline(), Duration::from_secs(2));
         assert_eq!(c.retry_period(), Duration::from_millis(600));
+        // The fence: the deadline plus the retry period the controllers get to stop
+        // ends before any standby may take the Lease.
+        for secs in [1, 3, 15, 60] {
+            c.duration = Duration::from_secs(secs);
+            assert!(c.renew_deadline() + c.retry_period() < c.duration, "{secs}s");
+        }
+    }
+
+    /// A server that accepts connections and never answers: a hung API server.
+    #[tokio::test]
+    async fn a_hung_lease_call_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let hold = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                open.push(s);
+            }
+        });
+        let config = kube::Config::new(url.parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let mut elector = Elector::new(client, cfg("a"));
+        let started = Instant::now();
+        let result = elector.try_within(Duration::from_millis(300)).await;
+        assert!(matches!(result, Err(LeaseError::Timeout(_))), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+        hold.abort();
     }
 
     #[test]

@@ -129,7 +129,11 @@ pub fn main(args: ControllerArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| RunError::Runtime(e).to_string())?;
-    runtime.block_on(run(args, shutdown_signal())).map_err(|e| e.to_string())
+    let result = runtime.block_on(run(args, shutdown_signal()));
+    // A leader that lost its Lease may leave a call hanging on an unreachable server:
+    // drop it instead of waiting for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result.map_err(|e| e.to_string())
 }
 
 /// Resolves on SIGTERM or SIGINT.

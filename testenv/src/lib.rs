@@ -14,6 +14,7 @@
 mod certs;
 mod consul;
 mod error;
+mod fault;
 mod kubernetes;
 mod ports;
 mod process;
@@ -26,6 +27,7 @@ use tokio::sync::OnceCell;
 
 pub use consul::{ConsulCluster, ConsulOptions, LoopbackServer};
 pub use error::Error;
+pub use fault::{Direction, Fault, FaultProxy};
 pub use kubernetes::{KubeEnv, KubeOptions};
 pub use ports::free_port;
 
