@@ -249,6 +249,11 @@ pub struct SyncStatus {
     /// Always written (even empty) so that a resolved clash disappears from the status.
     #[serde(default)]
     pub name_clashes: Vec<String>,
+    /// Kubernetes Services whose registration is held at its last good state: invalid
+    /// sync annotations, or an operation Consul refused (`<namespace>/<name>: <why>`,
+    /// at most 100). Always written (even empty), like `nameClashes`.
+    #[serde(default)]
+    pub rejected_services: Vec<String>,
 }
 
 impl DiscoveryClusterSpec {

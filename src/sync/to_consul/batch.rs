@@ -7,7 +7,7 @@
 use super::diff::Change;
 use crate::consul::{MAX_TXN_OPS, TxnOp};
 use crate::sync::SyncIdentity;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 /// One transaction: the changes it carries (to record on commit) and its operations.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -22,19 +22,35 @@ pub fn nodes_to_register(identity: &SyncIdentity, existing: &BTreeSet<String>, c
 }
 
 /// Splits `changes` into transactions of at most `max_ops` operations (capped at
-/// Consul's [`MAX_TXN_OPS`]), never splitting one change, keeping the order.
-pub fn batches(identity: SyncIdentity, changes: Vec<Change>, max_ops: usize) -> impl Iterator<Item = Batch> {
+/// Consul's [`MAX_TXN_OPS`]), never splitting one change, keeping the order. A run of
+/// consecutive changes of one `group` (one Service) is kept in one transaction when it
+/// fits one, so a Service is written whole or not at all (a refused operation holds
+/// back its whole Service, see `commit_isolating`); a larger run fills transactions.
+pub fn batches<G: PartialEq>(
+    identity: SyncIdentity,
+    changes: Vec<Change>,
+    max_ops: usize,
+    group: impl Fn(&Change) -> G,
+) -> impl Iterator<Item = Batch> {
     let max_ops = max_ops.clamp(3, MAX_TXN_OPS);
-    let mut changes = changes.into_iter().peekable();
+    let mut pending: VecDeque<Change> = changes.into();
     std::iter::from_fn(move || {
         let mut batch = Batch::default();
-        while let Some(change) = changes.peek() {
-            let ops = change.ops(&identity.node_of(change.id()));
-            if !batch.ops.is_empty() && batch.ops.len() + ops.len() > max_ops {
+        while let Some(first) = pending.front() {
+            let g = group(first);
+            let run = pending.iter().take_while(|c| group(c) == g).count();
+            let run_ops: usize = pending.iter().take(run).map(Change::op_count).sum();
+            if !batch.ops.is_empty() && batch.ops.len() + run_ops > max_ops && run_ops <= max_ops {
                 break;
             }
-            batch.ops.extend(ops);
-            batch.changes.extend(changes.next());
+            for _ in 0..run {
+                let Some(change) = pending.front() else { break };
+                if !batch.ops.is_empty() && batch.ops.len() + change.op_count() > max_ops {
+                    return Some(batch);
+                }
+                batch.ops.extend(change.ops(&identity.node_of(change.id())));
+                batch.changes.extend(pending.pop_front());
+            }
         }
         (!batch.changes.is_empty()).then_some(batch)
     })
@@ -68,7 +84,26 @@ mod tests {
     }
 
     fn all(changes: Vec<Change>, max_ops: usize) -> Vec<Batch> {
-        batches(me(), changes, max_ops).collect()
+        batches(me(), changes, max_ops, |_| ()).collect()
+    }
+
+    #[test]
+    fn a_services_changes_stay_in_one_transaction_when_they_fit() {
+        // Groups of 3 changes (6 ops) by i / 3: a 64-op transaction takes 10 groups (60
+        // ops), not 32 changes that would split the eleventh.
+        let changes: Vec<Change> = (0..40).map(upsert).collect();
+        let group = |c: &Change| c.id()[1..].parse::<usize>().expect("number") / 3;
+        let b: Vec<Batch> = batches(me(), changes, 64, group).collect();
+        assert_eq!(b.iter().map(|b| b.ops.len()).collect::<Vec<_>>(), [60, 20]);
+        for batch in &b {
+            let groups: BTreeSet<usize> = batch.changes.iter().map(group).collect();
+            for other in b.iter().filter(|o| *o != batch) {
+                assert!(other.changes.iter().all(|c| !groups.contains(&group(c))), "a group was split");
+            }
+        }
+        // A group larger than a transaction fills transactions in order.
+        let big: Vec<Batch> = batches(me(), (0..40).map(upsert).collect(), 64, |_| 0).collect();
+        assert_eq!(big.iter().map(|b| b.ops.len()).collect::<Vec<_>>(), [64, 16]);
     }
 
     #[test]

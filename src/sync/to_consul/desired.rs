@@ -14,6 +14,12 @@
 //!   addresses (with the Service port) instead of the endpoints.
 //! - Services concord itself created from Consul ([`SYNC_IDENTITY_LABEL`]) are never
 //!   selected: that is the loop breaker of this direction.
+//! - Bad input never becomes an outage: a `concord.io/port` that matches no port, a
+//!   `concord.io/meta` that is not a JSON object, a tag with white space or a control
+//!   character in `concord.io/tags` make [`Desired::problems`] non-empty, and then the
+//!   sync does not follow this result (it keeps the Service's last good registration,
+//!   see [`VALIDATED_ANNOTATIONS`]). A port is never registered as 0 because an
+//!   annotation was out of range.
 use crate::consul::{CheckStatus, HealthCheck, NodeService, Weights};
 use crate::sync::*;
 use k8s_openapi::api::core::v1::Service;
@@ -99,8 +105,13 @@ pub fn check_id(service_id: &str) -> String {
     format!("{service_id}/ready")
 }
 
-/// The result for one Service: its instances and what was wrong with its annotations
-/// (reported, never fatal: the Service is registered without the bad part).
+/// The annotations whose values [`service_instances`] validates: when one is bad, the
+/// sync keeps registering the Service as these last were when all were good.
+pub const VALIDATED_ANNOTATIONS: [&str; 3] = [ANNOTATION_PORT, ANNOTATION_META, ANNOTATION_TAGS];
+
+/// The result for one Service: its instances and what was wrong with its annotations.
+/// When `problems` is not empty the instances are not to be written: the Service keeps
+/// its last good registration and the problems are reported on it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
     pub instances: Vec<Instance>,
@@ -149,6 +160,11 @@ pub fn service_instances(
     let tags: Vec<String> = annotation(svc, ANNOTATION_TAGS)
         .map(|t| t.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
         .unwrap_or_default();
+    if let Some(bad) = tags.iter().find(|t| t.chars().any(|c| c.is_whitespace() || c.is_control())) {
+        out.problems.push(format!(
+            "{ANNOTATION_TAGS}: tag {bad:?} has white space or a control character (tags are comma-separated)"
+        ));
+    }
     let mut meta = BTreeMap::new();
     if let Some(raw) = annotation(svc, ANNOTATION_META) {
         match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw) {
@@ -194,32 +210,40 @@ pub fn service_instances(
         }
     };
 
-    // The Service-level port (not the endpoint port) for ExternalName and LoadBalancer.
-    let service_port = || -> Option<u16> {
-        let p = match port_choice {
-            Some(choice) => service_ports
-                .iter()
-                .find(|p| p.name.as_deref() == Some(choice) || choice.parse::<i32>().ok() == Some(p.port)),
-            None => service_ports.first(),
+    // The Service-level port (not the endpoint port) for ExternalName and LoadBalancer:
+    // the annotation's (a Service port's name or number, or else a port number of its
+    // own, 1-65535), else the first Service port, else none (0). A chosen port that is
+    // none of these is a problem, never port 0.
+    let service_port = || -> Result<u16, String> {
+        let Some(choice) = port_choice else {
+            return Ok(service_ports.first().and_then(|p| u16::try_from(p.port).ok()).unwrap_or(0));
         };
-        p.and_then(|p| u16::try_from(p.port).ok())
+        let named = service_ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(choice) || choice.parse::<i32>().ok() == Some(p.port))
+            .and_then(|p| u16::try_from(p.port).ok());
+        named.or_else(|| choice.parse::<u16>().ok()).filter(|p| *p > 0).ok_or_else(|| {
+            format!("{ANNOTATION_PORT}={choice} is neither a port of the Service nor a port number (1-65535)")
+        })
     };
 
     if spec.type_.as_deref() == Some("ExternalName") {
-        match spec.external_name.as_deref().filter(|s| !s.is_empty()) {
-            Some(host) => {
-                let port = port_choice.and_then(|c| c.parse::<u16>().ok()).or_else(service_port).unwrap_or(0);
-                add(mk(host, port, CheckStatus::Passing, "ExternalName Service"));
-            }
-            None => out.problems.push("ExternalName Service without spec.externalName".into()),
+        match (spec.external_name.as_deref().filter(|s| !s.is_empty()), service_port()) {
+            (Some(host), Ok(port)) => add(mk(host, port, CheckStatus::Passing, "ExternalName Service")),
+            (None, _) => out.problems.push("ExternalName Service without spec.externalName".into()),
+            (_, Err(problem)) => out.problems.push(problem),
         }
     } else if annotation(svc, ANNOTATION_USE_LB_IP).map(str::trim) == Some("true") {
         let ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.clone());
-        let port = service_port().unwrap_or(0);
-        for ing in ingress.unwrap_or_default() {
-            if let Some(addr) = ing.ip.as_deref().or(ing.hostname.as_deref()).filter(|a| !a.is_empty()) {
-                add(mk(addr, port, CheckStatus::Passing, "LoadBalancer ingress"));
+        match service_port() {
+            Ok(port) => {
+                for ing in ingress.unwrap_or_default() {
+                    if let Some(addr) = ing.ip.as_deref().or(ing.hostname.as_deref()).filter(|a| !a.is_empty()) {
+                        add(mk(addr, port, CheckStatus::Passing, "LoadBalancer ingress"));
+                    }
+                }
             }
+            Err(problem) => out.problems.push(problem),
         }
     } else {
         // Which endpoint port: by annotation, else the Service's first port by name.
@@ -424,13 +448,49 @@ mod tests {
     }
 
     #[test]
-    fn bad_meta_is_reported_and_the_rest_still_registers() {
-        let mut s = api_v1();
-        s.metadata.annotations.as_mut().expect("set").insert(ANNOTATION_META.into(), "[1,2]".into());
-        let d = service_instances(&cfg(), &s, &[&api_v1_slice(true)], true);
-        assert_eq!(d.instances.len(), 1);
-        assert_eq!(d.problems.len(), 1);
-        assert!(!d.instances[0].meta.contains_key("team"));
+    fn bad_meta_tags_or_port_are_problems() {
+        for (key, value) in [
+            (ANNOTATION_META, "[1,2]"),
+            (ANNOTATION_META, "{\"team\": "),
+            (ANNOTATION_TAGS, "v1, production env"),
+            (ANNOTATION_TAGS, "v1,\u{7}"),
+            (ANNOTATION_PORT, "htp"),
+            (ANNOTATION_PORT, "70000"),
+        ] {
+            let mut s = api_v1();
+            s.metadata.annotations.as_mut().expect("set").insert(key.into(), value.into());
+            let d = service_instances(&cfg(), &s, &[&api_v1_slice(true)], true);
+            assert_eq!(d.problems.len(), 1, "{key}={value}: {:?}", d.problems);
+            assert!(d.problems[0].contains(key), "{:?}", d.problems);
+        }
+        // Tags with spaces around the commas are fine.
+        let d = service_instances(&cfg(), &api_v1(), &[&api_v1_slice(true)], true);
+        assert!(d.problems.is_empty());
+    }
+
+    #[test]
+    fn an_out_of_range_port_on_external_name_or_load_balancer_is_a_problem_never_port_0() {
+        let with_port = |ty: &str, port: Option<&str>| {
+            let mut s = svc(json!({"metadata": {"name": "x", "namespace": "shop", "annotations": {
+                    "concord.io/sync": "true", "concord.io/use-load-balancer-ip": "true"}},
+                "spec": {"type": ty, "externalName": "db.example.com", "ports": [{"name": "pg", "port": 5432}]},
+                "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}}));
+            if let Some(p) = port {
+                s.metadata.annotations.as_mut().expect("set").insert(ANNOTATION_PORT.into(), p.into());
+            }
+            service_instances(&cfg(), &s, &[], true)
+        };
+        for ty in ["ExternalName", "LoadBalancer"] {
+            for bad in ["70000", "0", "-1", "pgx"] {
+                let d = with_port(ty, Some(bad));
+                assert!(d.instances.is_empty(), "{ty} {bad}: {:?}", d.instances);
+                assert_eq!(d.problems.len(), 1, "{ty} {bad}");
+            }
+            let port = |p| with_port(ty, p).instances.iter().map(|i| i.port).collect::<Vec<_>>();
+            assert_eq!(port(None), [5432], "{ty}");
+            assert_eq!(port(Some("pg")), [5432], "{ty}");
+            assert_eq!(port(Some("6432")), [6432], "{ty}: a port number of its own");
+        }
     }
 
     #[test]

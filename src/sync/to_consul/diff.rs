@@ -32,6 +32,15 @@ impl Change {
         !matches!(self, Change::Delete { .. })
     }
 
+    /// How many operations [`Self::ops`] makes.
+    pub fn op_count(&self) -> usize {
+        match self {
+            Change::Upsert { service, check, .. } => usize::from(*service) + usize::from(*check),
+            Change::Delete { .. } => 1,
+            Change::Move { .. } => 3,
+        }
+    }
+
     /// The transaction operations of this change on `node`, in the order Consul needs
     /// them (a check refers to its service).
     pub fn ops(&self, node: &str) -> Vec<TxnOp> {

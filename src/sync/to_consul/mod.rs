@@ -20,6 +20,12 @@
 //!   too. This is what makes a controller killed mid-write converge on restart.
 //! - Ownership: only instances carrying `concord-sync=<identity>` on our nodes are ever
 //!   changed or removed.
+//! - Bad input keeps the last good state: a Service whose sync annotations are invalid
+//!   is registered as its annotations last were when valid (with its current
+//!   endpoints), or, when this process never saw them valid, left as the catalog holds
+//!   it; an operation Consul refuses is taken out of its transaction and the others are
+//!   committed without it. Either way the Service gets a Warning Event and a line in
+//!   `status.sync.rejectedServices` until it is fixed.
 pub mod batch;
 pub mod desired;
 pub mod diff;
@@ -204,6 +210,28 @@ impl Index {
                 }
             },
         }
+    }
+
+    /// What `key` would be with its validated annotations set to `good` (their values
+    /// when last valid; absent ones removed).
+    fn desired_with(
+        &self,
+        cfg: &ToConsulConfig,
+        key: &ServiceKey,
+        good: &BTreeMap<String, String>,
+    ) -> desired::Desired {
+        let Some(svc) = self.services.get(key) else { return desired::Desired::default() };
+        let mut svc = Service::clone(svc);
+        let annotations = svc.metadata.annotations.get_or_insert_with(Default::default);
+        for name in desired::VALIDATED_ANNOTATIONS {
+            match good.get(name) {
+                Some(v) => annotations.insert(name.to_string(), v.clone()),
+                None => annotations.remove(name),
+            };
+        }
+        let slices: Vec<&EndpointSlice> =
+            self.slices.get(key).map(|m| m.values().map(|s| s.as_ref()).collect()).unwrap_or_default();
+        desired::service_instances(cfg, &svc, &slices, self.namespace_active(&key.0))
     }
 
     fn desired_for(&self, cfg: &ToConsulConfig, key: &ServiceKey) -> desired::Desired {
@@ -414,7 +442,7 @@ async fn read_owned(consul: &consul::Client, identity: &SyncIdentity) -> Result<
     out.nodes = left.iter().filter(|(_, s)| **s > 0).map(|(n, _)| n.clone()).collect();
     if !moves.is_empty() {
         tracing::info!(identity = %identity, instances = moves.len(), "moving instances to their nodes");
-        let written = write(consul.clone(), identity.clone(), out.nodes.clone(), moves).await;
+        let written = write(consul.clone(), identity.clone(), out.nodes.clone(), moves, HashMap::new()).await;
         if let Some(e) = written.error {
             return Err(e);
         }
@@ -437,11 +465,94 @@ async fn read_owned(consul: &consul::Client, identity: &SyncIdentity) -> Result<
 }
 
 /// What one round of writes did: the changes Consul committed (to record in
-/// [`Applied`]), the nodes it registered, and the first failure, if any.
+/// [`Applied`]), those it refused (with its reason; the rest of their transaction was
+/// committed without them), the nodes it registered, and the first failure, if any.
 struct Written {
     committed: Vec<Change>,
+    refused: Vec<(Change, String)>,
     nodes: Vec<String>,
     error: Option<Error>,
+}
+
+/// How one transaction ended once refused operations were taken out of it.
+struct Isolated {
+    committed: Vec<Change>,
+    refused: Vec<(Change, String)>,
+    error: Option<Error>,
+}
+
+/// The change each operation of `changes` (packed as [`batch::batches`] packs them)
+/// belongs to, by operation index.
+fn op_owners(identity: &SyncIdentity, changes: &[Change]) -> Vec<usize> {
+    changes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| std::iter::repeat_n(i, c.ops(&identity.node_of(c.id())).len()))
+        .collect()
+}
+
+/// The Service a change is for; a delete names only its instance, so those are looked
+/// up in `deletes` (instance ID → Service, from the round that planned them).
+fn change_key(change: &Change, deletes: &HashMap<String, ServiceKey>) -> Option<ServiceKey> {
+    match change {
+        Change::Upsert { instance, .. } | Change::Move { instance, .. } => Some(instance.key()),
+        Change::Delete { id, .. } => deletes.get(id).cloned(),
+    }
+}
+
+/// Commits one batch; when Consul rolls it back naming the operations it refused, the
+/// changes those belong to are set aside with every other change of their Services in
+/// the batch (a Service is written whole or not at all: a refused new instance must not
+/// leave the old one deleted), and the rest is committed again (each retry drops at least
+/// one change, so this ends). A rollback that names no operation of ours is an error
+/// for the whole batch.
+async fn commit_isolating(
+    consul: &consul::Client,
+    identity: &SyncIdentity,
+    deletes: &HashMap<String, ServiceKey>,
+    batch: batch::Batch,
+) -> Isolated {
+    let mut changes = batch.changes;
+    let mut ops = batch.ops;
+    let mut refused = Vec::new();
+    loop {
+        match consul.txn(&ops).await {
+            Ok(TxnOutcome::Committed(_)) => return Isolated { committed: changes, refused, error: None },
+            Err(e) => return Isolated { committed: Vec::new(), refused, error: Some(Error::Consul(e)) },
+            Ok(TxnOutcome::RolledBack { errors, .. }) => {
+                let owners = op_owners(identity, &changes);
+                let mut why: BTreeMap<usize, String> = BTreeMap::new();
+                for e in &errors {
+                    if let Some(&owner) = owners.get(e.op_index) {
+                        why.entry(owner).or_insert_with(|| e.what.clone());
+                    }
+                }
+                if why.is_empty() {
+                    return Isolated { committed: Vec::new(), refused, error: Some(rolled_back(errors)) };
+                }
+                let held: BTreeSet<ServiceKey> = why.keys().filter_map(|i| change_key(&changes[*i], deletes)).collect();
+                let mut kept = Vec::new();
+                for (i, change) in changes.into_iter().enumerate() {
+                    match why.remove(&i) {
+                        Some(reason) => refused.push((change, reason)),
+                        // Held back with its Service; written once the Service is.
+                        None if change_key(&change, deletes).is_some_and(|k| held.contains(&k)) => {}
+                        None => kept.push(change),
+                    }
+                }
+                tracing::warn!(
+                    refused = refused.len(),
+                    retried = kept.len(),
+                    "Consul refused operations of a catalog transaction; committing the others without them"
+                );
+                if kept.is_empty() {
+                    return Isolated { committed: Vec::new(), refused, error: None };
+                }
+                ops = kept.iter().flat_map(|c| c.ops(&identity.node_of(c.id()))).collect();
+                changes = kept;
+            }
+        }
+    }
 }
 
 /// Writes `changes`, packed into transactions, [`PARALLEL_TXNS`] in flight; `nodes`: the
@@ -452,8 +563,9 @@ async fn write(
     identity: SyncIdentity,
     nodes: BTreeSet<String>,
     changes: Vec<Change>,
+    deletes: HashMap<String, ServiceKey>,
 ) -> Written {
-    let mut out = Written { committed: Vec::new(), nodes: Vec::new(), error: None };
+    let mut out = Written { committed: Vec::new(), refused: Vec::new(), nodes: Vec::new(), error: None };
     // New nodes first, in a transaction of their own: the batches then run in parallel
     // without each having to register the nodes it touches.
     let register = batch::nodes_to_register(&identity, &nodes, &changes);
@@ -465,27 +577,23 @@ async fn write(
         }
         out.nodes.extend(register);
     }
-    let consul = &consul;
-    let mut results =
-        futures::stream::iter(batch::batches(identity, changes, consul::MAX_TXN_OPS).map(|b| async move {
-            let started = Instant::now();
-            let outcome = consul.txn(&b.ops).await;
-            (b.changes, outcome, started.elapsed())
-        }))
-        .buffer_unordered(PARALLEL_TXNS);
+    let (consul, id, deletes) = (&consul, &identity, &deletes);
+    let packed = batch::batches(identity.clone(), changes, consul::MAX_TXN_OPS, |c| change_key(c, deletes));
+    let mut results = futures::stream::iter(packed.map(|b| async move {
+        let started = Instant::now();
+        let outcome = commit_isolating(consul, id, deletes, b).await;
+        (outcome, started.elapsed())
+    }))
+    .buffer_unordered(PARALLEL_TXNS);
     let (mut txns, mut txn_total, mut txn_max) = (0u32, Duration::ZERO, Duration::ZERO);
-    while let Some((changes, outcome, took)) = results.next().await {
+    while let Some((outcome, took)) = results.next().await {
         txns += 1;
         txn_total += took;
         txn_max = txn_max.max(took);
-        match outcome {
-            Ok(TxnOutcome::Committed(_)) => out.committed.extend(changes),
-            Ok(TxnOutcome::RolledBack { errors, .. }) => {
-                out.error.get_or_insert(rolled_back(errors));
-            }
-            Err(e) => {
-                out.error.get_or_insert(Error::Consul(e));
-            }
+        out.committed.extend(outcome.committed);
+        out.refused.extend(outcome.refused);
+        if let Some(e) = outcome.error {
+            out.error.get_or_insert(e);
         }
     }
     if txns > 0 {
@@ -517,8 +625,20 @@ fn finish_round(
     applied: &mut Applied,
     failures: &mut u32,
     full_due: &mut Instant,
-) {
+) -> Vec<(ServiceKey, String)> {
     let n = written.committed.len();
+    // The Service each refused change is for (a delete names only the instance).
+    let refused: Vec<(ServiceKey, String)> = written
+        .refused
+        .into_iter()
+        .filter_map(|(change, why)| {
+            let key = match &change {
+                Change::Upsert { instance, .. } | Change::Move { instance, .. } => instance.key(),
+                Change::Delete { id, .. } => applied.by_id.get(id)?.key(),
+            };
+            Some((key, format!("Consul refused instance {}: {why}", change.id())))
+        })
+        .collect();
     for c in written.committed {
         applied.record(c);
     }
@@ -545,6 +665,7 @@ fn finish_round(
             *full_due = Instant::now() + crate::runtime::context::backoff_delay(*failures, rand::random());
         }
     }
+    refused
 }
 
 /// Runs Kubernetes → Consul for one DiscoveryCluster until `stop`.
@@ -571,7 +692,11 @@ pub async fn run(
     let mut index = Index::default();
     let mut applied = Applied::default();
     let mut dirty: BTreeSet<ServiceKey> = BTreeSet::new();
+    // Per Service: its annotation problems (reported once per new set), the values of
+    // its validated annotations when last valid, and what Consul last refused of it.
     let mut problems: HashMap<ServiceKey, Vec<String>> = HashMap::new();
+    let mut last_good: HashMap<ServiceKey, BTreeMap<String, String>> = HashMap::new();
+    let mut refused: BTreeMap<ServiceKey, String> = BTreeMap::new();
     // When the next full comparison is due; the first runs once the watches are primed.
     let mut full_due = Instant::now();
     let mut failures: u32 = 0;
@@ -599,8 +724,26 @@ pub async fn run(
                 if writing.is_some() =>
             {
                 if let (Some((done, _)), Some(written)) = (writing.take(), written) {
-                    finish_round(&ctx, &cfg, done, written, &mut applied, &mut failures, &mut full_due);
-                    board.update(|s| s.to_consul_instances = applied.by_id.len() as i64);
+                    let committed: BTreeSet<ServiceKey> = written.committed.iter().filter_map(|c| match c {
+                        Change::Upsert { instance, .. } | Change::Move { instance, .. } => Some(instance.key()),
+                        Change::Delete { .. } => None,
+                    }).collect();
+                    let now_refused = finish_round(&ctx, &cfg, done, written, &mut applied, &mut failures, &mut full_due);
+                    // A Service with a write committed is fixed, unless this round also refused some of it.
+                    let keys: BTreeSet<&ServiceKey> = now_refused.iter().map(|(k, _)| k).collect();
+                    refused.retain(|k, _| !committed.contains(k) || keys.contains(k));
+                    for (key, why) in now_refused {
+                        if refused.get(&key) != Some(&why) {
+                            if let Some(svc) = index.services.get(&key) {
+                                ctx.event(&svc.object_ref(&()), true, "ConsulRefused", "SyncToConsul", why.clone()).await;
+                            }
+                            refused.insert(key, why);
+                        }
+                    }
+                    board.update(|s| {
+                        s.to_consul_instances = applied.by_id.len() as i64;
+                        s.rejected_services = rejected_lines(&problems, &refused);
+                    });
                 }
                 idle_since = Instant::now();
             }
@@ -645,12 +788,38 @@ pub async fn run(
         let timer = ctx.metrics.reconcile_started(CONTROLLER);
         let computing = Instant::now();
         let mut changes = Vec::new();
+        let mut deletes: HashMap<String, ServiceKey> = HashMap::new();
         for key in &keys {
             let d = index.desired_for(&cfg, key);
+            let valid = d.problems.is_empty();
             report_problems(&ctx, &index, key, d.problems, &mut problems).await;
-            let want: BTreeMap<String, Instance> = d.instances.into_iter().map(|i| (i.id.clone(), i)).collect();
-            changes.extend(diff::diff(&want, &applied.of_key(key)));
+            let instances = if valid {
+                match index.services.get(key) {
+                    Some(svc) => last_good.insert(key.clone(), validated_annotations(svc)),
+                    None => last_good.remove(key),
+                };
+                d.instances
+            } else {
+                // Invalid annotations: register as they last were when valid, else leave
+                // the Service as the catalog holds it.
+                match last_good.get(key).map(|good| index.desired_with(&cfg, key, good)) {
+                    Some(d) if d.problems.is_empty() => d.instances,
+                    _ => continue,
+                }
+            };
+            let want: BTreeMap<String, Instance> = instances.into_iter().map(|i| (i.id.clone(), i)).collect();
+            let planned = diff::diff(&want, &applied.of_key(key));
+            if planned.is_empty() {
+                refused.remove(key);
+            }
+            for change in &planned {
+                if let Change::Delete { id, .. } = change {
+                    deletes.insert(id.clone(), key.clone());
+                }
+            }
+            changes.extend(planned);
         }
+        board.update(|s| s.rejected_services = rejected_lines(&problems, &refused));
         tracing::debug!(
             full,
             events,
@@ -664,9 +833,42 @@ pub async fn run(
         events = 0;
         let round = InFlight { full, changes: changes.len(), started: Instant::now(), _timer: timer };
         let nodes = applied.nodes.clone();
-        writing = Some((round, write(consul.clone(), cfg.identity.clone(), nodes, changes).boxed()));
+        writing = Some((round, write(consul.clone(), cfg.identity.clone(), nodes, changes, deletes).boxed()));
     }
     tracing::info!(identity = %cfg.identity, "Kubernetes → Consul sync stopped");
+}
+
+/// The values of `svc`'s validated annotations.
+fn validated_annotations(svc: &Service) -> BTreeMap<String, String> {
+    let Some(annotations) = svc.metadata.annotations.as_ref() else { return BTreeMap::new() };
+    desired::VALIDATED_ANNOTATIONS
+        .iter()
+        .filter_map(|name| Some((name.to_string(), annotations.get(*name)?.clone())))
+        .collect()
+}
+
+/// At most this many lines in `status.sync.rejectedServices`.
+const MAX_REJECTED_LINES: usize = 100;
+
+/// `status.sync.rejectedServices`: `<ns>/<name>: <why>`, sorted, bounded.
+fn rejected_lines(problems: &HashMap<ServiceKey, Vec<String>>, refused: &BTreeMap<ServiceKey, String>) -> Vec<String> {
+    let mut lines: BTreeMap<&ServiceKey, Vec<&str>> = BTreeMap::new();
+    for (key, p) in problems {
+        lines.entry(key).or_default().extend(p.iter().map(String::as_str));
+    }
+    for (key, why) in refused {
+        lines.entry(key).or_default().push(why);
+    }
+    let total = lines.len();
+    let mut out: Vec<String> = lines
+        .into_iter()
+        .take(MAX_REJECTED_LINES)
+        .map(|((ns, name), why)| format!("{ns}/{name}: {}", why.join("; ")))
+        .collect();
+    if total > MAX_REJECTED_LINES {
+        out.push(format!("... and {} more", total - MAX_REJECTED_LINES));
+    }
+    out
 }
 
 /// Publishes an Event on a Service whose annotations are wrong, once per new problem set.
@@ -686,7 +888,8 @@ async fn report_problems(
     }
     if let Some(svc) = index.services.get(key) {
         let reference = svc.object_ref(&());
-        ctx.event(&reference, true, "InvalidSyncAnnotation", "SyncToConsul", now.join("; ")).await;
+        let note = format!("{}; the last good registration stays", now.join("; "));
+        ctx.event(&reference, true, "InvalidSyncAnnotation", "SyncToConsul", note).await;
     }
     seen.insert(key.clone(), now);
 }
@@ -773,6 +976,40 @@ mod tests {
         assert_eq!(before.instances.len(), 2);
         assert!(slice2.endpoints.iter().all(|e| e.target_ref.is_none() && e.node_name.is_none()));
         assert!(svc2.spec.as_ref().is_some_and(|s| s.selector.is_none() && s.cluster_ips.is_none()));
+    }
+
+    #[test]
+    fn refused_operations_map_back_to_their_change_and_service() {
+        let me = SyncIdentity::new("me");
+        let changes = vec![
+            Change::Upsert { instance: inst("a", "v1"), service: true, check: true },
+            Change::Delete { id: "old".into(), name: "api".into() },
+            Change::Upsert { instance: inst("b", "v2"), service: false, check: true },
+        ];
+        // Ops: a's service, a's check, old's delete, b's check.
+        assert_eq!(op_owners(&me, &changes), [0, 0, 1, 2]);
+        let v1 = ("ns".to_string(), "v1".to_string());
+        let deletes: HashMap<String, ServiceKey> = [("old".to_string(), v1.clone())].into();
+        assert_eq!(change_key(&changes[1], &deletes), Some(v1.clone()));
+        assert_eq!(change_key(&changes[0], &deletes), Some(v1));
+        assert_eq!(change_key(&changes[1], &HashMap::new()), None);
+    }
+
+    #[test]
+    fn rejected_lines_are_sorted_merged_and_bounded() {
+        let key = |n: usize| ("ns".to_string(), format!("s{n:03}"));
+        let problems: HashMap<ServiceKey, Vec<String>> =
+            [(key(2), vec!["bad port".to_string(), "bad tags".to_string()])].into();
+        let refused: BTreeMap<ServiceKey, String> =
+            [(key(1), "Consul refused x".to_string()), (key(2), "Consul refused y".to_string())].into();
+        assert_eq!(
+            rejected_lines(&problems, &refused),
+            ["ns/s001: Consul refused x", "ns/s002: bad port; bad tags; Consul refused y"]
+        );
+        let many: BTreeMap<ServiceKey, String> = (0..150).map(|n| (key(n), "x".to_string())).collect();
+        let lines = rejected_lines(&HashMap::new(), &many);
+        assert_eq!(lines.len(), MAX_REJECTED_LINES + 1);
+        assert_eq!(lines.last().map(String::as_str), Some("... and 50 more"));
     }
 
     #[test]
