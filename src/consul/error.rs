@@ -25,7 +25,9 @@ pub enum Error {
     #[error("invalid Consul request: {0}")]
     InvalidRequest(String),
 
-    #[error("cannot talk to Consul at {url}")]
+    /// The message carries the whole cause chain (reqwest's own text stops at "error
+    /// sending request"; why, e.g. "Connection refused", is further down).
+    #[error("cannot talk to Consul at {url}: {}", chain(source))]
     Transport {
         url: String,
         #[source]
@@ -50,7 +52,7 @@ pub enum Error {
     #[error("ACL bootstrap no longer allowed (reset index: {reset_index:?})")]
     AclAlreadyBootstrapped { reset_index: Option<u64> },
 
-    #[error("cannot decode Consul's answer to {method} {path}")]
+    #[error("cannot decode Consul's answer to {method} {path}: {source}")]
     Decode {
         method: Method,
         path: String,
@@ -59,7 +61,7 @@ pub enum Error {
     },
 
     /// Writing a snapshot to the caller's writer failed (not a Consul problem).
-    #[error("snapshot I/O failed")]
+    #[error("snapshot I/O failed: {0}")]
     Io(#[source] std::io::Error),
 }
 
@@ -127,6 +129,24 @@ impl Error {
             _ => Error::Http { method, path, status, message },
         }
     }
+}
+
+/// `error` and its sources, joined by ": " (a source whose text the previous one already
+/// includes is left out).
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut last = out.clone();
+    let mut next = error.source();
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !last.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+        next = e.source();
+    }
+    out
 }
 
 /// The first non-blank line of a body, lossily decoded and bounded in length: Consul's
@@ -208,6 +228,29 @@ mod tests {
         let bad = Error::from_status(Method::PUT, "/", StatusCode::BAD_REQUEST, b"bad");
         assert_eq!(bad.category(), "http_4xx");
         assert!(!bad.is_transient());
+    }
+
+    #[test]
+    fn decode_errors_say_what_was_wrong() {
+        let source = serde_json::from_slice::<Vec<String>>(b"{\"not\": \"a list\"}").expect_err("bad");
+        let e = Error::Decode { method: Method::GET, path: "/v1/catalog/services".into(), source };
+        let text = e.to_string();
+        assert!(text.starts_with("cannot decode Consul's answer to GET /v1/catalog/services: invalid type"), "{text}");
+        assert!(std::error::Error::source(&e).is_some(), "the cause stays the source too");
+    }
+
+    #[tokio::test]
+    async fn transport_errors_carry_their_cause_chain() {
+        // A port nobody listens on.
+        let port = testenv::free_port().expect("port");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = super::super::Client::new(super::super::ClientConfig::new(vec![url])).expect("client");
+        let once = super::super::RetryPolicy { max_attempts: 1, ..Default::default() };
+        let e = client.with_retry(once).status_leader().await.expect_err("nobody listens");
+        assert_eq!(e.category(), "transport");
+        let text = e.to_string();
+        assert!(text.starts_with(&format!("cannot talk to Consul at http://127.0.0.1:{port}")), "{text}");
+        assert!(text.to_lowercase().contains("connection refused"), "the cause is missing: {text}");
     }
 
     #[test]

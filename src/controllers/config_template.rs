@@ -76,6 +76,24 @@ impl Error {
             Error::Consul(_) => "consul",
         }
     }
+
+    /// The reason of the `Rendered=False` condition and of the Warning Event.
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::Cluster(_) => "ClusterUnavailable",
+            Error::TemplateSource { .. } => "TemplateSourceUnreadable",
+            Error::Output { .. } => "OutputWriteFailed",
+            Error::Rollout { .. } => "RolloutFailed",
+            Error::Status(_) => "StatusWriteFailed",
+            Error::Consul(_) => "ConsulUnavailable",
+        }
+    }
+
+    /// Whether reconcile reported this failure on the object itself (condition + Event)
+    /// before returning it.
+    fn reported(&self) -> bool {
+        matches!(self, Error::Consul(_))
+    }
 }
 
 /// The annotation a template stamps on a workload's pod template: `concord.io/config-hash-<name>`
@@ -167,7 +185,47 @@ async fn template_text(ctx: &Context, ns: &str, ct: &ConfigTemplate) -> Result<R
     })
 }
 
+/// `previous` with `Rendered=False` for a failed reconcile; the rest (the last output's
+/// hash, what it read) stays as it was.
+pub fn failed_status(
+    previous: &ConfigTemplateStatus,
+    generation: Option<i64>,
+    reason: &'static str,
+    message: &str,
+    now: k8s_openapi::jiff::Timestamp,
+) -> ConfigTemplateStatus {
+    let mut status = previous.clone();
+    status.observed_generation = generation;
+    let condition = ConditionUpdate::new(types::RENDERED, false, reason, message);
+    status.conditions = set_condition(&status.conditions, condition, generation, now);
+    status
+}
+
+/// Every failure reaches `error_policy` reported: a `Rendered=False` condition saying why
+/// and a Warning Event (once per new reason and message).
 async fn reconcile(ct: Arc<ConfigTemplate>, state: Arc<State>) -> Result<Action, Error> {
+    let result = reconcile_inner(ct.clone(), &state).await;
+    if let Err(error) = &result
+        && !error.reported()
+    {
+        let ctx = &state.ctx;
+        let (reason, message) = (error.reason(), error.to_string());
+        let previous = ct.status.clone().unwrap_or_default();
+        let same = find_condition(&previous.conditions, types::RENDERED)
+            .is_some_and(|c| c.status == "False" && c.reason == reason && c.message == message);
+        let status =
+            failed_status(&previous, ct.meta().generation, reason, &message, k8s_openapi::jiff::Timestamp::now());
+        if let Err(e) = apply_status(ctx, ct.as_ref(), &status).await {
+            tracing::warn!(template = %ct.name_any(), error = %e, "cannot report the failure in status");
+        }
+        if !same {
+            ctx.event(&ct.object_ref(&()), true, reason, "Reconcile", message).await;
+        }
+    }
+    result
+}
+
+async fn reconcile_inner(ct: Arc<ConfigTemplate>, state: &Arc<State>) -> Result<Action, Error> {
     let ctx = &state.ctx;
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
     let ns = ct.namespace().unwrap_or_default();
@@ -179,11 +237,11 @@ async fn reconcile(ct: Arc<ConfigTemplate>, state: Arc<State>) -> Result<Action,
     // Read inputs: the template text, the wait, the cluster.
     let text = match template_text(ctx, &ns, &ct).await? {
         Ok(text) => text,
-        Err(message) => return fail_permanently(&state, &ct, &key, "TemplateSourceMissing", message).await,
+        Err(message) => return fail_permanently(state, &ct, &key, "TemplateSourceMissing", message).await,
     };
     let wait = match ct.spec.wait.as_ref().map(Wait::from_spec).transpose() {
         Ok(w) => w,
-        Err(message) => return fail_permanently(&state, &ct, &key, "InvalidWait", message).await,
+        Err(message) => return fail_permanently(state, &ct, &key, "InvalidWait", message).await,
     };
     let cluster = ctx.clusters.resolve(&ctx.client, &ns, ct.spec.cluster_ref.as_deref()).await?;
     let fingerprint = format!("{}|{:?}|{:?}|{}", cluster.name, cluster.consul.addresses(), wait, text);
@@ -216,7 +274,7 @@ async fn reconcile(ct: Arc<ConfigTemplate>, state: Arc<State>) -> Result<Action,
     };
     let latest = match lookup {
         Ok(latest) => latest,
-        Err(message) => return fail_permanently(&state, &ct, &key, "TemplateInvalid", message).await,
+        Err(message) => return fail_permanently(state, &ct, &key, "TemplateInvalid", message).await,
     };
     let Some(latest) = latest else {
         return Ok(Action::await_change()); // the render task triggers a reconcile when done

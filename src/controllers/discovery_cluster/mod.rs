@@ -78,6 +78,35 @@ impl Error {
             Error::Acl(e) => e.category(),
         }
     }
+
+    /// The reason of the `Degraded=True` condition and of the Warning Event.
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::Cluster(_) => "ConsulClientFailed",
+            Error::Status(_) => "StatusWriteFailed",
+            Error::Incomplete => "Incomplete",
+            Error::Apply { .. } => "ApplyFailed",
+            Error::GossipSecret(_) => "GossipSecretFailed",
+            Error::RemovePeer { .. } => "RaftPeerRemovalFailed",
+            Error::PeerStillPresent { .. } => "RaftPeerStillPresent",
+            Error::Acl(_) => "ACLBootstrapFailed",
+        }
+    }
+}
+
+/// `previous` with `Degraded=True` for a failed reconcile; the rest stays as it was.
+pub fn failed_status(
+    previous: &DiscoveryClusterStatus,
+    generation: Option<i64>,
+    reason: &'static str,
+    message: &str,
+    now: k8s_openapi::jiff::Timestamp,
+) -> DiscoveryClusterStatus {
+    let mut status = previous.clone();
+    status.observed_generation = generation;
+    let degraded = ConditionUpdate::new(types::DEGRADED, true, reason, message);
+    status.conditions = set_condition(&status.conditions, degraded, generation, now);
+    status
 }
 
 /// What Consul said about itself.
@@ -142,7 +171,28 @@ fn without_sync(status: &DiscoveryClusterStatus) -> DiscoveryClusterStatus {
     DiscoveryClusterStatus { sync: None, ..status.clone() }
 }
 
+/// Every failure reaches `error_policy` reported: a `Degraded=True` condition saying why
+/// and a Warning Event (once per new reason and message).
 async fn reconcile(dc: Arc<DiscoveryCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let result = reconcile_inner(dc.clone(), ctx.clone()).await;
+    if let Err(error) = &result {
+        let (reason, message) = (error.reason(), error.to_string());
+        let previous = dc.status.clone().unwrap_or_default();
+        let same = find_condition(&previous.conditions, types::DEGRADED)
+            .is_some_and(|c| c.status == "True" && c.reason == reason && c.message == message);
+        let status =
+            failed_status(&previous, dc.meta().generation, reason, &message, k8s_openapi::jiff::Timestamp::now());
+        if let Err(e) = apply_status(&ctx, dc.as_ref(), &without_sync(&status)).await {
+            tracing::warn!(cluster = %dc.name_any(), error = %e, "cannot report the failure in status");
+        }
+        if !same {
+            ctx.event(&dc.object_ref(&()), true, reason, "Reconcile", message).await;
+        }
+    }
+    result
+}
+
+async fn reconcile_inner(dc: Arc<DiscoveryCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
     if dc.spec.is_managed() {
         return reconcile_managed(&dc, &ctx).await;
