@@ -2,17 +2,19 @@
 //! Kubernetes Service name must be a DNS-1035 label (`[a-z]([-a-z0-9]*[a-z0-9])?`, at
 //! most 63 characters). Sanitizing is lossy, so [`plan_names`] decides who gets a name
 //! when two Consul services map to the same one.
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
 
 /// The longest DNS-1035 label.
 pub const MAX_LABEL: usize = 63;
 
 /// `prefix` + `name` as a DNS-1035 label: lower case, runs of other characters become one
 /// dash, a leading digit gets an `s-` prefix, and a name too long is cut and suffixed
-/// with a short hash of the original so two long names stay distinct. `None` when
-/// nothing usable is left (e.g. a name of only punctuation).
+/// with a short hash of the original so two long names stay distinct. The hash is
+/// 32-bit FNV-1a ([`super::fnv1a`]), the same in every process, platform and Rust
+/// release: a name never changes under a running sync (Rust's `DefaultHasher`, used
+/// before, promises no such thing; the sync moves Services named with it to the new
+/// name, the new one applied before the old one is deleted). `None` when nothing usable
+/// is left (e.g. a name of only punctuation).
 pub fn dns1035(prefix: &str, name: &str) -> Option<String> {
     let mut out = String::with_capacity(prefix.len() + name.len());
     let mut dash = false;
@@ -36,9 +38,7 @@ pub fn dns1035(prefix: &str, name: &str) -> Option<String> {
         out.insert_str(0, "s-");
     }
     if out.len() > MAX_LABEL {
-        let mut h = DefaultHasher::new();
-        (prefix, name).hash(&mut h);
-        let suffix = format!("-{:08x}", h.finish() as u32);
+        let suffix = format!("-{:08x}", super::fnv1a(format!("{prefix}\0{name}").as_bytes()));
         out.truncate(MAX_LABEL - suffix.len());
         while out.ends_with('-') {
             out.pop();
@@ -135,6 +135,14 @@ mod tests {
         let b = dns1035("", &format!("{}b", "x".repeat(80))).expect("b");
         assert_ne!(a, b);
         assert_eq!(a.len(), MAX_LABEL);
+    }
+
+    #[test]
+    fn the_long_name_hash_never_changes() {
+        // FNV-1a of "mirror-\0" + 70 × "a", computed independently: a mirrored
+        // Service's name is the same in every release.
+        let name = dns1035("mirror-", &"a".repeat(70)).expect("usable");
+        assert_eq!(name, format!("mirror-{}-aa2cf47d", "a".repeat(MAX_LABEL - "mirror-".len() - 9)));
     }
 
     #[test]

@@ -165,7 +165,8 @@ pub async fn run(
     let mut written: BTreeMap<String, String> = BTreeMap::new();
     let mut pending: BTreeSet<String> = BTreeSet::new();
     let mut in_flight: HashSet<String> = HashSet::new();
-    let mut applies: JoinSet<(String, String, Result<Applied, Error>)> = JoinSet::new();
+    // (Consul name, Kubernetes name, outcome, names of an earlier mapping removed).
+    let mut applies: JoinSet<(String, String, Result<Applied, Error>, Vec<String>)> = JoinSet::new();
     let mut clashes: BTreeMap<String, String> = BTreeMap::new();
     let mut catalog_seen = false;
     let mut full_due = Instant::now() + cfg.anti_entropy;
@@ -218,8 +219,11 @@ pub async fn run(
                 None => break,
             },
             Some(done) = applies.join_next(), if !applies.is_empty() => {
-                let Ok((consul_name, k8s_name, result)) = done else { continue };
+                let Ok((consul_name, k8s_name, result, removed)) = done else { continue };
                 in_flight.remove(&consul_name);
+                for k8s in &removed {
+                    written.remove(k8s);
+                }
                 match result {
                     Ok(Applied::Written) => {
                         written.insert(k8s_name, consul_name.clone());
@@ -294,25 +298,30 @@ pub async fn run(
             in_flight.insert(consul_name.clone());
             let w = writer.clone();
             applies.spawn(async move {
-                for k in &stale {
-                    if let Err(e) = w.remove(k).await {
-                        return (consul_name, k.clone(), Err(e));
-                    }
-                }
-                match (k8s_name, instances) {
+                // The new name first, then what an earlier mapping wrote (a renamed
+                // Service, e.g. after the name hash changed): no gap between the two.
+                let (k8s, result) = match (k8s_name, instances) {
                     (Some(k8s), Some(inst)) => {
                         let r = w.apply(&consul_name, &k8s, &inst).await;
-                        (consul_name, k8s, r)
+                        (k8s, r)
                     }
                     (Some(k8s), None) => {
                         let r = w.remove(&k8s).await;
-                        (consul_name, k8s, r)
+                        (k8s, r)
                     }
-                    (None, _) => {
-                        let k = stale.last().cloned().unwrap_or_default();
-                        (consul_name, k, Ok(Applied::Removed))
-                    }
+                    (None, _) => (stale.last().cloned().unwrap_or_default(), Ok(Applied::Removed)),
+                };
+                if result.is_err() {
+                    return (consul_name, k8s, result, Vec::new());
                 }
+                let mut removed = Vec::new();
+                for k in stale {
+                    if let Err(e) = w.remove(&k).await {
+                        return (consul_name, k, Err(e), removed);
+                    }
+                    removed.push(k);
+                }
+                (consul_name, k8s, result, removed)
             });
         }
     }
