@@ -29,6 +29,8 @@
 pub mod desired;
 pub mod export;
 pub mod plan;
+#[cfg(test)]
+mod props;
 
 use self::desired::{DesiredError, Sources, Value, desired_keys, folder, full_key};
 use self::plan::{Actual, Policy, Write, batches, owner_flags, plan};

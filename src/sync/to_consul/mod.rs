@@ -29,6 +29,8 @@
 pub mod batch;
 pub mod desired;
 pub mod diff;
+#[cfg(test)]
+mod props;
 
 use crate::consul::{self, Node, QueryOptions, TxnOp, TxnOutcome};
 use crate::runtime::Context;
