@@ -57,6 +57,10 @@ enum Applied {
     Removed,
 }
 
+/// One finished write: (Consul name, Kubernetes name, outcome, names of an earlier
+/// mapping removed after the new one was written).
+type ApplyDone = (String, String, Result<Applied, Error>, Vec<String>);
+
 struct Writer {
     services: Api<Service>,
     slices: Api<EndpointSlice>,
@@ -165,8 +169,7 @@ pub async fn run(
     let mut written: BTreeMap<String, String> = BTreeMap::new();
     let mut pending: BTreeSet<String> = BTreeSet::new();
     let mut in_flight: HashSet<String> = HashSet::new();
-    // (Consul name, Kubernetes name, outcome, names of an earlier mapping removed).
-    let mut applies: JoinSet<(String, String, Result<Applied, Error>, Vec<String>)> = JoinSet::new();
+    let mut applies: JoinSet<ApplyDone> = JoinSet::new();
     let mut clashes: BTreeMap<String, String> = BTreeMap::new();
     let mut catalog_seen = false;
     let mut full_due = Instant::now() + cfg.anti_entropy;
