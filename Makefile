@@ -6,7 +6,7 @@ CACHE ?= $(HOME)/.cache/concord
 export CARGO_TARGET_DIR ?= $(CACHE)/target
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test demo testenv lint unit crds e2e-kind image
+.PHONY: test demo testenv lint unit crds e2e-kind image fuzz
 
 test: testenv lint
 	cargo test --workspace --no-fail-fast
@@ -40,3 +40,18 @@ image:
 # Docker engine (fails at once with one line without it); see scripts/e2e-kind.sh.
 e2e-kind:
 	scripts/e2e-kind.sh
+
+# Fuzzes every target of fuzz/ for FUZZ_SECONDS each (nightly and cargo-fuzz:
+# `cargo install cargo-fuzz`), seeded with fuzz/corpus/<target>/ (kept small in the
+# repository and replayed by `cargo test --test fuzz_corpus`); what it finds goes to
+# $(CACHE)/fuzz-corpus/<target>/. A crash stops the run with its input in
+# fuzz/artifacts/<target>/: fix it, then add that file to fuzz/corpus/<target>/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = annotations names durations snapshot_locations template_args kv_desired consul_responses
+fuzz:
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
+		mkdir -p $(CACHE)/fuzz-corpus/$$t && \
+		CARGO_TARGET_DIR=$(CACHE)/target-fuzz cargo +nightly fuzz run $$t $(CACHE)/fuzz-corpus/$$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 || exit 1; \
+	done
