@@ -288,4 +288,12 @@ async fn an_operation_consul_refuses_is_isolated_from_its_transaction_and_report
     let reg = registration(&c, victim).await;
     assert!(looks_like(&reg, &["10.62.0.1"], 8080, &[], "pay"), "{reg:?}");
     assert!(reg.values().all(|(_, _, m)| !m.contains_key("notes")));
+
+    // Deleted, the Service leaves the catalog and the status.
+    Api::<Service>::namespaced(client.clone(), &ns).delete(victim, &Default::default()).await.expect("delete");
+    eventually("the deleted Service's status entry goes", WAIT, || async {
+        rejected(&client, &ns).await.is_empty().then_some(())
+    })
+    .await;
+    eventually("and its instance", WAIT, || async { registration(&c, victim).await.is_empty().then_some(()) }).await;
 }

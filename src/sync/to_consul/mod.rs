@@ -733,7 +733,9 @@ pub async fn run(
                     let now_refused = finish_round(&ctx, &cfg, done, written, &mut applied, &mut failures, &mut full_due);
                     // A Service with a write committed is fixed, unless this round also refused some of it.
                     let keys: BTreeSet<&ServiceKey> = now_refused.iter().map(|(k, _)| k).collect();
-                    refused.retain(|k, _| !committed.contains(k) || keys.contains(k));
+                    refused.retain(|k, _| {
+                        index.services.contains_key(k) && (!committed.contains(k) || keys.contains(k))
+                    });
                     for (key, why) in now_refused {
                         if refused.get(&key) != Some(&why) {
                             if let Some(svc) = index.services.get(&key) {
