@@ -129,20 +129,27 @@ pub fn names(data: &[u8]) {
 pub fn durations(data: &[u8]) {
     let s = text(data);
     if let Ok(d) = concord::resources::parse_duration(&s) {
-        let again = concord::resources::parse_duration(&format!("{}ms", d.as_millis()));
-        if d.subsec_nanos() % 1_000_000 == 0 && d.as_millis() < u128::from(u64::MAX) {
-            assert_eq!(again.ok(), Some(d), "{s:?}");
+        assert_eq!(d.subsec_nanos() % 1_000_000, 0, "{s:?}: finer than a millisecond");
+        let secs = d.as_secs();
+        let hours = secs / 3600;
+        if hours <= u64::from(u32::MAX) {
+            let printed = format!("{hours}h{}m{}s{}ms", secs % 3600 / 60, secs % 60, d.subsec_millis());
+            assert_eq!(concord::resources::parse_duration(&printed).ok(), Some(d), "{s:?} → {printed:?}");
         }
     }
 }
 
 /// A snapshot location (file and folder) and a checksum sidecar's text. Invariants: an
 /// accepted S3 location has a valid bucket and no `.`/`..`/empty key segment; an
-/// accepted local path is absolute and has no `..`.
+/// accepted local path is absolute and has no `..`; what is accepted prints as a
+/// location that parses back to itself.
 pub fn snapshot_locations(data: &[u8]) {
     use concord::snapshot::location::{Location, parse_sidecar};
     let s = text(data);
     for parsed in [Location::parse_file(&s), Location::parse_dir(&s)] {
+        if let Ok(loc) = &parsed {
+            assert_eq!(Location::parse_dir(&loc.to_string()).as_ref(), Ok(loc), "{s:?}");
+        }
         match parsed {
             Ok(Location::S3 { bucket, key }) => {
                 assert!((3..=63).contains(&bucket.len()), "{bucket:?}");
