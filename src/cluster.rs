@@ -1,6 +1,8 @@
 //! Which Consul an object talks to: resolves `spec.clusterRef` (default: the only
 //! DiscoveryCluster in the namespace) to a Consul client, reading the ACL token from its
 //! Secret. Clients are cached per cluster and rebuilt when the address or token changes.
+pub mod token_secret;
+
 use crate::consul::{self, ClientConfig, Token};
 use crate::resources::DiscoveryCluster;
 use k8s_openapi::api::core::v1::Secret;
@@ -159,9 +161,8 @@ impl ClusterCache {
             // A managed cluster with ACLs uses the controller token that the ACL bootstrap
             // stored; before the bootstrap there is none yet, and calls go without one.
             None if cluster.spec.acl.as_ref().is_some_and(|a| a.enabled) => {
-                let secret = crate::controllers::acl_bootstrap::controller_secret_name(&name);
-                let key = crate::controllers::acl_bootstrap::TOKEN_KEY;
-                let token = crate::controllers::acl_bootstrap::read_secret_token(client, &namespace, &secret, key)
+                let secret = token_secret::controller_secret_name(&name);
+                let token = token_secret::read_secret_token(client, &namespace, &secret, token_secret::TOKEN_KEY)
                     .await
                     .map_err(ClusterError::Kube)?;
                 (self.managed_addresses(&namespace, &name), token)

@@ -5,9 +5,9 @@ mod support;
 
 use clap::Parser;
 use concord::consul::{Client, ClientConfig, Token};
+use concord::context::{Context, ControllerArgs, Metrics, Readiness};
 use concord::controllers::acl_bootstrap::{self, BootstrapOutcome};
 use concord::resources::{ACLPolicy, ACLToken, DiscoveryCluster, find_condition, types};
-use concord::runtime::{Context, ControllerArgs, Metrics, Readiness};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;

@@ -7,15 +7,15 @@
 use super::{apply_status, drive, object_key, reconcile_with_finalizer, requeue_after_failure, watched_api};
 use crate::cluster::ClusterError;
 use crate::consul::{self, AclPolicy};
+use crate::context::Context;
 use crate::resources::{ACLPolicy, ACLPolicyStatus, ConditionUpdate, find_condition, set_condition, types};
-use crate::runtime::Context;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 
-const CONTROLLER: &str = "aclpolicy";
+pub(crate) const CONTROLLER: &str = "aclpolicy";
 /// Finalizer that deletes the Consul policy before the object goes.
 pub const FINALIZER: &str = "concord.io/aclpolicy";
 const RESYNC: Duration = Duration::from_secs(300);

@@ -13,9 +13,9 @@
 use super::{apply_status, drive, object_key, reconcile_with_finalizer, requeue_after_failure, watched_api};
 use crate::cluster::ClusterError;
 use crate::consul::{self, AclLink, AclServiceIdentity, AclToken, Token};
+use crate::context::Context;
+use crate::context::FIELD_MANAGER;
 use crate::resources::{ACLToken, ACLTokenStatus, ConditionUpdate, find_condition, set_condition, types};
-use crate::runtime::Context;
-use crate::runtime::context::FIELD_MANAGER;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-const CONTROLLER: &str = "acltoken";
+pub(crate) const CONTROLLER: &str = "acltoken";
 /// Finalizer that revokes the token before the object goes.
 pub const FINALIZER: &str = "concord.io/acltoken";
 /// Secret key of the SecretID.

@@ -5,8 +5,8 @@
 //! deleted, has what it wrote removed (Consul instances with its identity; mirrored
 //! Services and EndpointSlices).
 use super::{report_ready_when_primed, watched_api};
+use crate::context::Context;
 use crate::resources::{DiscoveryCluster, ExternalSpec};
-use crate::runtime::Context;
 use crate::sync::status::StatusBoard;
 use crate::sync::{self, SyncConfig, SyncDefaults};
 use futures::StreamExt;
@@ -20,10 +20,10 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-const CONTROLLER: &str = "catalogsync";
+pub(crate) const CONTROLLER: &str = "catalogsync";
 
 /// The defaults for external clusters without `spec.sync`, from the controller flags.
-pub fn defaults(args: &crate::runtime::ControllerArgs) -> SyncDefaults {
+pub fn defaults(args: &crate::context::ControllerArgs) -> SyncDefaults {
     SyncDefaults {
         to_consul: args.sync_to_consul,
         default_sync: args.sync_default,

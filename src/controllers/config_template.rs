@@ -11,11 +11,11 @@
 //! For the same reason each template has its own rollout annotation
 //! ([`rollout_annotation`]).
 use super::{apply_status, object_key, report_ready_when_primed, requeue_after_failure, watched_api};
+use crate::context::Context;
 use crate::resources::{
     ConditionUpdate, ConfigTemplate, ConfigTemplateStatus, KeyRef, WorkloadKind, WorkloadRef, find_condition,
     set_condition, types,
 };
-use crate::runtime::Context;
 use crate::template::{self, ConsulSource, Dependency, Engine, Wait, WatchError, Watcher};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const CONTROLLER: &str = "configtemplate";
+pub(crate) const CONTROLLER: &str = "configtemplate";
 /// Re-check outputs and workloads this often even without a change (drift on a Secret
 /// output, which is not watched).
 const RESYNC: Duration = Duration::from_secs(300);
@@ -316,8 +316,7 @@ async fn render_loop(
         }
         if transient {
             failures = failures.saturating_add(1);
-            let delay =
-                crate::runtime::context::backoff_delay(failures, rand::random::<f64>()).min(Duration::from_secs(30));
+            let delay = crate::context::backoff_delay(failures, rand::random::<f64>()).min(Duration::from_secs(30));
             tokio::time::sleep(delay).await;
             continue;
         }

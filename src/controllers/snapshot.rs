@@ -12,17 +12,17 @@
 use super::{apply_status, drive, object_key, requeue_after_failure, watched_api};
 use crate::cluster::ClusterError;
 use crate::consul::{self, QueryOptions};
+use crate::context::Context;
 use crate::resources::{
     ConditionUpdate, ConsulSnapshot, ConsulSnapshotStatus, SnapshotAction, find_condition, set_condition, types,
 };
-use crate::runtime::Context;
 use crate::snapshot::{Location, SnapshotFile, StoreError};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 
-const CONTROLLER: &str = "consulsnapshot";
+pub(crate) const CONTROLLER: &str = "consulsnapshot";
 
 /// `Complete=False` reasons after which the object is finished for good.
 const TERMINAL_REASONS: &[&str] =

@@ -10,11 +10,11 @@
 //! visible. Removing `spec.snapshots` stops the schedule and prunes nothing. The objects
 //! are owned by the cluster (garbage-collected with it); their files are not deleted then.
 use super::{drive, object_key, requeue_after_failure, watched_api};
+use crate::context::Context;
+use crate::context::FIELD_MANAGER;
 use crate::resources::{
     ConsulSnapshot, ConsulSnapshotSpec, DiscoveryCluster, SnapshotAction, find_condition, parse_duration, types,
 };
-use crate::runtime::Context;
-use crate::runtime::context::FIELD_MANAGER;
 use crate::snapshot::{Location, SnapshotFile};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-const CONTROLLER: &str = "snapshotschedule";
+pub(crate) const CONTROLLER: &str = "snapshotschedule";
 /// Label naming the DiscoveryCluster whose schedule made a ConsulSnapshot.
 pub const SCHEDULE_LABEL: &str = "concord.io/snapshot-schedule";
 /// Label holding the slot's start (Unix seconds), the order of scheduled snapshots.

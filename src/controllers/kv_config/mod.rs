@@ -38,10 +38,10 @@ use super::{
 };
 use crate::cluster::{ClusterError, ClusterHandle};
 use crate::consul::{self, ConsulIndex, KvWriteOptions, QueryOptions, TxnOpResult, TxnOutcome};
+use crate::context::Context;
 use crate::resources::{
     ConditionUpdate, DeletionPolicy, KVConfig, KVConfigStatus, find_condition, set_condition, types,
 };
-use crate::runtime::Context;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -55,7 +55,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-const CONTROLLER: &str = "kvconfig";
+pub(crate) const CONTROLLER: &str = "kvconfig";
 /// Finalizer that removes the keys an object wrote.
 pub const FINALIZER: &str = "concord.io/kvconfig";
 /// Full re-check even without a change notification (the watch is the fast path).
@@ -213,7 +213,7 @@ async fn apply(obj: Arc<KVConfig>, kctx: &KvContext) -> Result<Action, Error> {
         kctx.ctx
             .metrics
             .drift_corrections
-            .get_or_create(&crate::runtime::metrics::ControllerLabels { controller: CONTROLLER })
+            .get_or_create(&crate::context::metrics::ControllerLabels { controller: CONTROLLER })
             .inc_by(corrected.len() as u64);
         let note = format!("reverted out-of-band edits of {} keys: {}", corrected.len(), name_some(corrected.iter()));
         kctx.ctx.event(&obj.object_ref(&()), false, "DriftCorrected", "Reconcile", note).await;

@@ -25,12 +25,12 @@ use super::{
 };
 use crate::cluster::{ClusterError, ClusterHandle};
 use crate::consul::{self, ConsulIndex, QueryOptions};
+use crate::context::Context;
+use crate::context::metrics::ControllerLabels;
 use crate::resources::{
     ConditionUpdate, DiscoveryCluster, ServiceIntention, ServiceIntentionStatus, find_condition, is_condition_true,
     set_condition, types,
 };
-use crate::runtime::Context;
-use crate::runtime::metrics::ControllerLabels;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use kube::api::Api;
@@ -42,7 +42,7 @@ use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 
-const CONTROLLER: &str = "serviceintention";
+pub(crate) const CONTROLLER: &str = "serviceintention";
 pub const FINALIZER: &str = "concord.io/serviceintention";
 pub const IMPORTED_LABEL: &str = "concord.io/imported";
 const RESYNC: Duration = Duration::from_secs(300);
