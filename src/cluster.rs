@@ -1,7 +1,10 @@
 //! Which Consul an object talks to: resolves `spec.clusterRef` (default: the only
 //! DiscoveryCluster in the namespace) to a Consul client, reading the ACL token from its
 //! Secret. Clients are cached per cluster and rebuilt when the address or token changes.
+pub mod tenancy;
 pub mod token_secret;
+
+pub use tenancy::Grants;
 
 use crate::consul::{self, ClientConfig, Token};
 use crate::resources::DiscoveryCluster;
@@ -19,6 +22,8 @@ pub struct ClusterHandle {
     pub namespace: String,
     pub name: String,
     pub consul: consul::Client,
+    /// What objects of the cluster's namespace may do in it (`spec.tenancy`).
+    pub grants: Grants,
 }
 
 /// Why an object's cluster cannot be used (yet).
@@ -150,6 +155,7 @@ impl ClusterCache {
     ) -> Result<ClusterHandle, ClusterError> {
         let namespace = cluster.namespace().unwrap_or_default();
         let name = cluster.name_any();
+        let grants = Grants::of(cluster);
         let (addresses, token) = match &cluster.spec.external {
             Some(external) => {
                 let token = match &external.token_secret_ref {
@@ -178,7 +184,7 @@ impl ClusterCache {
             && let Some((fp, consul)) = cache.get(&key)
             && *fp == fingerprint
         {
-            return Ok(ClusterHandle { namespace, name, consul: consul.clone() });
+            return Ok(ClusterHandle { namespace, name, consul: consul.clone(), grants });
         }
         let mut config = ClientConfig::new(addresses);
         if let Some(token) = token {
@@ -188,7 +194,7 @@ impl ClusterCache {
         if let Ok(mut cache) = self.clients.lock() {
             cache.insert(key, (fingerprint, consul.clone()));
         }
-        Ok(ClusterHandle { namespace, name, consul })
+        Ok(ClusterHandle { namespace, name, consul, grants })
     }
 }
 

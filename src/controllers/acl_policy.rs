@@ -146,6 +146,11 @@ async fn apply(p: Arc<ACLPolicy>, ctx: &Context) -> Result<Action, Error> {
         }
     };
     let desired = desired_policy(&p);
+    let acl_write = crate::cluster::tenancy::rules_grant_acl_write(&desired.rules);
+    if let Err(msg) = cluster.grants.policy(&desired.name, acl_write) {
+        report(ctx, &p, "NotGranted", msg).await?;
+        return Ok(Action::requeue(RESYNC));
+    }
     let result: Result<String, SyncError> = async {
         let existing = match find_existing(&cluster.consul, &p, &desired.name).await {
             Ok(e) => e,

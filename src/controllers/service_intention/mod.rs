@@ -157,6 +157,10 @@ async fn apply(obj: Arc<ServiceIntention>, sctx: &Arc<SiContext>) -> Result<Acti
             return Ok(backoff(sctx, &obj));
         }
     };
+    if let Err(msg) = handle.grants.intention_destination(&obj.spec.destination) {
+        report(sctx, &obj, ConditionUpdate::new(types::SYNCED, false, "NotGranted", msg), None).await?;
+        return Ok(Action::requeue(RESYNC));
+    }
     start_watch(sctx, &handle, false);
 
     let mine = claim(&obj);
