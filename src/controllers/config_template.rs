@@ -21,7 +21,8 @@ use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -267,10 +268,11 @@ async fn reconcile(ct: Arc<ConfigTemplate>, state: Arc<State>) -> Result<Action,
             }
             return Ok(Action::requeue(RESYNC));
         }
-        Current::Writable(bytes) => bytes,
+        Current::Writable(bytes) => Some(bytes),
         Current::Absent => None,
     };
-    let (target, wrote) = write_output(ctx, &ct, &ns, &manager, &rendered, current.as_deref()).await?;
+    let (target, wrote) =
+        write_output(ctx, &ct, &ns, &manager, &rendered, current.as_ref().map(Option::as_deref)).await?;
     let mut missing_workloads = Vec::new();
     for w in &ct.spec.rollout {
         if !annotate_workload(ctx, &ns, &manager, w, &rollout_annotation(&ct.name_any()), &hash).await? {
@@ -423,15 +425,36 @@ fn not_owned(kind: &str, name: &str) -> String {
     )
 }
 
+/// Creates an absent output object, empty but owner-referenced, with a plain create: if
+/// someone else created it since [`current_output`] looked, the create fails (409) and
+/// the next reconcile finds an object that is not the template's. Server-side apply
+/// alone would take such an object over.
+async fn create_shell<K>(
+    api: &Api<K>,
+    name: &str,
+    manager: &str,
+    owner: Option<&OwnerReference>,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug + Default,
+{
+    let mut shell = K::default();
+    shell.meta_mut().name = Some(name.to_string());
+    shell.meta_mut().owner_references = owner.map(|o| vec![o.clone()]);
+    let params = PostParams { field_manager: Some(manager.to_string()), ..Default::default() };
+    api.create(&params, &shell).await.map(|_| ())
+}
+
 /// Writes the output key when its bytes differ; returns a description and whether it
-/// wrote. `current` is what [`current_output`] found (never `NotOwned`).
+/// wrote. `current` is what [`current_output`] found: `None` when the object is absent
+/// (it is created first), else the output key's bytes (never `NotOwned`).
 async fn write_output(
     ctx: &Context,
     ct: &ConfigTemplate,
     ns: &str,
     manager: &str,
     output: &str,
-    current: Option<&[u8]>,
+    current: Option<Option<&[u8]>>,
 ) -> Result<(String, bool), Error> {
     let owner = ct.controller_owner_ref(&()).map(|mut o| {
         // Several templates may share one output object; only one owner may be the controller.
@@ -443,8 +466,10 @@ async fn write_output(
         let target = format!("ConfigMap {name} key {key}");
         let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
         let err = |source| Error::Output { kind: "ConfigMap", name: name.clone(), source };
-        if current == Some(output.as_bytes()) {
-            return Ok((target, false));
+        match current {
+            Some(bytes) if bytes == Some(output.as_bytes()) => return Ok((target, false)),
+            Some(_) => {}
+            None => create_shell(&api, name, manager, owner.as_ref()).await.map_err(err)?,
         }
         let patch = serde_json::json!({
             "apiVersion": "v1", "kind": "ConfigMap",
@@ -458,8 +483,10 @@ async fn write_output(
         let target = format!("Secret {name} key {key}");
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
         let err = |source| Error::Output { kind: "Secret", name: name.clone(), source };
-        if current == Some(output.as_bytes()) {
-            return Ok((target, false));
+        match current {
+            Some(bytes) if bytes == Some(output.as_bytes()) => return Ok((target, false)),
+            Some(_) => {}
+            None => create_shell(&api, name, manager, owner.as_ref()).await.map_err(err)?,
         }
         let data: BTreeMap<String, ByteString> = [(key.clone(), ByteString(output.as_bytes().to_vec()))].into();
         let patch = serde_json::json!({
