@@ -43,7 +43,7 @@ fn test_context(kube: kube::Client, ns: &str) -> Context {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bootstrap_once_then_controller_token_is_least_privilege_and_a_lost_secret_is_reported() {
+async fn bootstrap_once_then_controller_token_holds_only_what_concord_uses_and_a_lost_secret_is_reported() {
     let consul = ConsulCluster::start(ConsulOptions { acl: true, bootstrap_acl: false, ..Default::default() })
         .await
         .expect("un-bootstrapped ACL Consul");

@@ -1,6 +1,8 @@
 //! ACL bootstrap of a DiscoveryCluster with `spec.acl.enabled`: bootstrap Consul's ACL
 //! system once, keep the bootstrap (management) token in a Secret, and create the
-//! controller's own least-privilege token, which concord uses from then on.
+//! controller's own token, which concord uses from then on. That token is limited to what
+//! the controllers use, but it holds `acl = "write"`, which in Consul is management-
+//! equivalent (see `CONTROLLER_RULES` and docs/security.md, Known limits).
 //!
 //! Decisions:
 //! - The bootstrap Secret (`spec.acl.bootstrapSecretName`, default
