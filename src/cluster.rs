@@ -22,6 +22,9 @@ pub struct ClusterHandle {
     pub namespace: String,
     pub name: String,
     pub consul: consul::Client,
+    /// Changes when the cluster's addresses or token change (e.g. the controller token
+    /// that the ACL bootstrap stores): a long-lived user of `consul` starts over then.
+    pub fingerprint: u64,
     /// What objects of the cluster's namespace may do in it (`spec.tenancy`).
     pub grants: Grants,
 }
@@ -184,7 +187,7 @@ impl ClusterCache {
             && let Some((fp, consul)) = cache.get(&key)
             && *fp == fingerprint
         {
-            return Ok(ClusterHandle { namespace, name, consul: consul.clone(), grants });
+            return Ok(ClusterHandle { namespace, name, consul: consul.clone(), fingerprint, grants });
         }
         let mut config = ClientConfig::new(addresses);
         if let Some(token) = token {
@@ -194,7 +197,7 @@ impl ClusterCache {
         if let Ok(mut cache) = self.clients.lock() {
             cache.insert(key, (fingerprint, consul.clone()));
         }
-        Ok(ClusterHandle { namespace, name, consul, grants })
+        Ok(ClusterHandle { namespace, name, consul, fingerprint, grants })
     }
 }
 
