@@ -9,6 +9,10 @@ pub fn all() -> Vec<CustomResourceDefinition> {
     vec![
         DiscoveryCluster::crd(),
         ServiceIntention::crd(),
+        ServiceDefaults::crd(),
+        ServiceResolver::crd(),
+        ServiceRouter::crd(),
+        ServiceSplitter::crd(),
         KVConfig::crd(),
         ConfigTemplate::crd(),
         ACLPolicy::crd(),

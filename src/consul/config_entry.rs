@@ -18,6 +18,16 @@ pub trait ConfigEntry: Serialize {
     fn name(&self) -> &str;
 }
 
+/// Any entry as Consul's JSON (`Kind` and `Name` fields), for kinds handled generically.
+impl ConfigEntry for serde_json::Value {
+    fn kind(&self) -> &str {
+        self.get("Kind").and_then(serde_json::Value::as_str).unwrap_or("")
+    }
+    fn name(&self) -> &str {
+        self.get("Name").and_then(serde_json::Value::as_str).unwrap_or("")
+    }
+}
+
 /// The `service-intentions` entry: every source allowed to, or denied from, reaching
 /// one destination service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +194,18 @@ impl Client {
             // Without cas, Consul answers an empty object, not a boolean.
             None => self.call_unit(&req).await,
         }
+    }
+
+    /// `GET /v1/discovery-chain/:service`: what Consul compiles the service's routers,
+    /// splitters and resolvers to (the `Chain` object).
+    pub async fn discovery_chain(
+        &self,
+        service: &str,
+        opts: &QueryOptions,
+    ) -> Result<QueryResponse<serde_json::Value>> {
+        let req = self.read(["v1", "discovery-chain", service], opts);
+        let resp = self.query::<serde_json::Value>(&req).await?;
+        Ok(resp.map(|mut v| v.get_mut("Chain").map(serde_json::Value::take).unwrap_or_default()))
     }
 
     /// The `service-intentions` entry for `destination`, if any.

@@ -5,6 +5,7 @@ pub mod acl_bootstrap;
 pub mod acl_policy;
 pub mod acl_token;
 pub mod catalog_sync;
+pub mod config_entry;
 pub mod config_template;
 pub mod consul_watch;
 pub mod discovery_cluster;
@@ -13,6 +14,7 @@ pub mod service_intention;
 pub mod snapshot;
 pub mod snapshot_schedule;
 
+use crate::resources::{ServiceDefaults, ServiceIntention, ServiceResolver, ServiceRouter, ServiceSplitter};
 use crate::runtime::Context;
 use crate::runtime::context::FIELD_MANAGER;
 use kube::api::{Patch, PatchParams};
@@ -32,7 +34,11 @@ where
         tokio::spawn(discovery_cluster::run(ctx.clone(), stopped())),
         tokio::spawn(catalog_sync::run(ctx.clone(), stopped())),
         tokio::spawn(kv_config::run(ctx.clone(), stopped())),
-        tokio::spawn(service_intention::run(ctx.clone(), stopped())),
+        tokio::spawn(config_entry::run::<ServiceIntention>(ctx.clone(), stopped())),
+        tokio::spawn(config_entry::run::<ServiceDefaults>(ctx.clone(), stopped())),
+        tokio::spawn(config_entry::run::<ServiceResolver>(ctx.clone(), stopped())),
+        tokio::spawn(config_entry::run::<ServiceRouter>(ctx.clone(), stopped())),
+        tokio::spawn(config_entry::run::<ServiceSplitter>(ctx.clone(), stopped())),
         tokio::spawn(config_template::run(ctx.clone(), stopped())),
         tokio::spawn(acl_policy::run(ctx.clone(), stopped())),
         tokio::spawn(acl_token::run(ctx.clone(), stopped())),

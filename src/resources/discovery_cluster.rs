@@ -137,6 +137,12 @@ pub struct SyncSpec {
     /// Create ServiceIntention objects for intentions in Consul that no object manages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import_intentions: Option<bool>,
+    /// Kinds (e.g. `ServiceDefaults`, `ServiceResolver`) whose Consul config entries that
+    /// no object manages become objects of that kind, named like the entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, k in ['ServiceIntention', 'ServiceDefaults', 'ServiceResolver', 'ServiceRouter', 'ServiceSplitter'])").message("importConfigEntries names config-entry kinds concord manages"))]
+    #[schemars(length(max = 16))]
+    pub import_config_entries: Vec<String>,
     /// How often the full anti-entropy comparison runs (Go duration, default 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::optional_duration_schema")]
