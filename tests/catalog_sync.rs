@@ -7,10 +7,6 @@ mod support;
 use concord::consul::{
     self, CatalogDeregistration, CatalogRegistration, CheckStatus, HealthCheck, NodeService, QueryOptions,
 };
-use hickory_resolver::Resolver;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::xfer::Protocol;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -65,15 +61,6 @@ async fn synced(c: &consul::Client, name: &str, ns: &str) -> Vec<consul::Service
         .into_iter()
         .filter(|e| e.service.meta.get("k8s-namespace").map(String::as_str) == Some(ns))
         .collect()
-}
-
-fn resolver(addr: std::net::SocketAddr) -> Resolver<TokioConnectionProvider> {
-    let mut config = ResolverConfig::new();
-    config.add_name_server(NameServerConfig::new(addr, Protocol::Udp));
-    let mut opts = ResolverOpts::default();
-    opts.cache_size = 0;
-    opts.timeout = Duration::from_secs(2);
-    Resolver::builder_with_config(config, TokioConnectionProvider::default()).with_options(opts).build()
 }
 
 async fn register_external(c: &consul::Client, node: &str, addr: &str, name: &str, port: u16, status: CheckStatus) {
@@ -153,7 +140,7 @@ async fn seed_scenario_api_v1_and_v2_are_one_consul_service_that_follows_readine
     // DNS, through Consul's own DNS port, with a real DNS client.
     // Consul DNS reads are stale-allowed (served by any server), so they may trail the
     // HTTP read above by a moment.
-    let dns = resolver(consul_env.dns_addr(0));
+    let dns = support::resolver(consul_env.dns_addr(0));
     let a_records = |name: &'static str| {
         let dns = &dns;
         async move {

@@ -498,4 +498,23 @@ async fn a_managed_cluster_with_acls_is_bootstrapped_once_and_then_read_with_the
         assert!(secrets.get_opt(name).await.expect("read").is_some(), "Secret {name}");
     }
     eventually("one ACLBootstrapped event", WAIT, || has_event(&client, &ns, "ACLBootstrapped")).await;
+
+    // Default deny, yet DNS answers without a token: the anonymous token carries the
+    // DNS policy (catalog read). KV stays closed to requests without a token.
+    let dns = support::resolver(cluster.dns_addr(0));
+    // (All three servers advertise 127.0.0.1 here.)
+    let servers = eventually("A consul.service.consul answers without a token", WAIT, || async {
+        let found = dns.ipv4_lookup("consul.service.consul.").await.ok()?;
+        let addrs: Vec<String> = found.iter().map(|a| a.to_string()).collect();
+        (!addrs.is_empty()).then_some(addrs)
+    })
+    .await;
+    assert!(servers.iter().all(|a| a == "127.0.0.1"), "{servers:?}");
+    let anonymous = consul_client(&cluster);
+    let kv = anonymous.kv_get("config/secret", &QueryOptions::default()).await;
+    assert!(
+        matches!(&kv, Err(consul::Error::PermissionDenied { .. })),
+        "KV without a token must be denied, got {:?}",
+        kv.map(|r| r.value.is_some())
+    );
 }

@@ -80,6 +80,20 @@ pub fn controller_policy_name(cluster: &str) -> String {
     format!("concord-controller-{cluster}")
 }
 
+/// Name of the policy the anonymous token carries so DNS answers without a token.
+pub fn dns_policy_name(cluster: &str) -> String {
+    format!("concord-dns-{cluster}")
+}
+
+/// Consul's built-in anonymous token: what a request without a token (every DNS
+/// query, unless the agents have a DNS token) is allowed to do.
+pub const ANONYMOUS_TOKEN_ACCESSOR: &str = "00000000-0000-0000-0000-000000000002";
+
+/// What DNS needs (`<name>.service.consul`, SRV records, `<name>.query.consul`): read the
+/// catalog's services, nodes and prepared queries. Not KV, ACLs or intentions.
+pub const DNS_POLICY_RULES: &str = "# DNS lookups without a token: services, nodes and prepared queries, read only
+service_prefix \"\" {\n  policy = \"read\"\n}\nnode_prefix \"\" {\n  policy = \"read\"\n}\nquery_prefix \"\" {\n  policy = \"read\"\n}\n";
+
 fn controller_token_description(namespace: &str, cluster: &str) -> String {
     format!("concord controller for DiscoveryCluster {namespace}/{cluster}")
 }
@@ -340,6 +354,9 @@ async fn make_controller_token(ctx: &Context, dc: &DiscoveryCluster, admin: &con
             admin.acl_policy_create(&policy).await.map_err(Error::Consul)?;
         }
     }
+    if dc.spec.dns != Some(false) {
+        ensure_dns_policy(admin, &cluster).await?;
+    }
     // Earlier controller tokens of this cluster were only ever stored in the Secret being
     // replaced: revoke them so they do not pile up.
     let token_description = controller_token_description(&namespace, &cluster);
@@ -363,6 +380,38 @@ async fn make_controller_token(ctx: &Context, dc: &DiscoveryCluster, admin: &con
     apply_secret(&ctx.client, &secret).await.map_err(Error::Kube)?;
     tracing::info!(cluster = %cluster, accessor = %token.accessor_id, "controller ACL token stored");
     Ok(token.accessor_id)
+}
+
+/// Creates or updates the DNS policy and links it to the anonymous token (default-deny
+/// ACLs would otherwise make every DNS lookup answer nothing). Idempotent.
+async fn ensure_dns_policy(admin: &consul::Client, cluster: &str) -> Result<(), Error> {
+    let name = dns_policy_name(cluster);
+    let rules = DNS_POLICY_RULES.to_string();
+    match admin.acl_policy_read_by_name(&name).await.map_err(Error::Consul)? {
+        Some(existing) if existing.rules == rules => {}
+        Some(mut existing) => {
+            existing.rules = rules;
+            admin.acl_policy_update(&existing).await.map_err(Error::Consul)?;
+        }
+        None => {
+            let description = "concord: DNS answers without a token (catalog read, no KV)".to_string();
+            let policy = AclPolicy { name: name.clone(), description, rules, ..Default::default() };
+            admin.acl_policy_create(&policy).await.map_err(Error::Consul)?;
+        }
+    }
+    let mut anonymous =
+        admin.acl_token_read(ANONYMOUS_TOKEN_ACCESSOR).await.map_err(Error::Consul)?.ok_or_else(|| {
+            Error::Consul(consul::Error::NotFound {
+                method: http::Method::GET,
+                path: format!("/v1/acl/token/{ANONYMOUS_TOKEN_ACCESSOR}"),
+                message: "Consul has no anonymous token".to_string(),
+            })
+        })?;
+    if !anonymous.policies.iter().any(|p| p.name == name) {
+        anonymous.policies.push(AclLink::by_name(name));
+        admin.acl_token_update(&anonymous).await.map_err(Error::Consul)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -147,3 +147,21 @@ pub async fn sync_owned(
     }
     out
 }
+
+/// A DNS client that asks one server (Consul's DNS port) over UDP, without a cache.
+pub fn resolver(
+    addr: SocketAddr,
+) -> hickory_resolver::Resolver<hickory_resolver::name_server::TokioConnectionProvider> {
+    use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+    let mut config = ResolverConfig::new();
+    config.add_name_server(NameServerConfig::new(addr, hickory_resolver::proto::xfer::Protocol::Udp));
+    let mut opts = ResolverOpts::default();
+    opts.cache_size = 0;
+    opts.timeout = Duration::from_secs(2);
+    hickory_resolver::Resolver::builder_with_config(
+        config,
+        hickory_resolver::name_server::TokioConnectionProvider::default(),
+    )
+    .with_options(opts)
+    .build()
+}

@@ -22,8 +22,9 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, ExecAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
-    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, Secret, SecretKeySelector, SecurityContext,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret, SecretKeySelector,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -414,7 +415,10 @@ pub fn pod_template(inputs: &Inputs, gossip: Option<&GossipKeyRef>, config_hash:
                 command: Some(vec![
                     "/bin/sh".to_string(),
                     "-ec".to_string(),
-                    format!("curl -sf http://127.0.0.1:{HTTP_PORT}/v1/status/leader 2>/dev/null | grep -E '\".+\"'"),
+                    // busybox wget: in the official (Alpine) image and in the offline-built one.
+                    format!(
+                        "wget -q -T 3 -O - http://127.0.0.1:{HTTP_PORT}/v1/status/leader 2>/dev/null | grep -E '\".+\"'"
+                    ),
                 ]),
             }),
             initial_delay_seconds: Some(5),
@@ -456,6 +460,8 @@ pub fn pod_template(inputs: &Inputs, gossip: Option<&GossipKeyRef>, config_hash:
                 run_as_user: Some(CONSUL_UID),
                 run_as_group: Some(CONSUL_GID),
                 fs_group: Some(CONSUL_GID),
+                // With the container's settings above, this passes Pod Security "restricted".
+                seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_string(), ..Default::default() }),
                 ..Default::default()
             }),
             // Spread servers over nodes when there are enough; a small cluster still runs.
@@ -691,6 +697,8 @@ mod tests {
             (sc.run_as_user, sc.run_as_non_root, sc.read_only_root_filesystem),
             (Some(100), Some(true), Some(true))
         );
+        let pod_sc = pod.security_context.as_ref().expect("pod security context");
+        assert_eq!(pod_sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()), Some("RuntimeDefault"));
         let anti = pod.affinity.as_ref().and_then(|a| a.pod_anti_affinity.as_ref()).expect("anti-affinity");
         assert!(anti.preferred_during_scheduling_ignored_during_execution.is_some());
         assert!(anti.required_during_scheduling_ignored_during_execution.is_none());
