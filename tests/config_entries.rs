@@ -42,7 +42,13 @@ const KINDS: &[(&str, &str, &str)] = &[
     ("ServiceResolver", "serviceresolvers", "service-resolver"),
     ("ServiceRouter", "servicerouters", "service-router"),
     ("ServiceSplitter", "servicesplitters", "service-splitter"),
+    ("ProxyDefaults", "proxydefaults", "proxy-defaults"),
+    ("Mesh", "meshes", "mesh"),
+    ("ExportedServices", "exportedservices", "exported-services"),
 ];
+
+/// The kinds named like their service (the others have one entry per cluster).
+const PER_SERVICE: usize = 4;
 
 fn consul_kind(kind: &str) -> &'static str {
     KINDS.iter().find(|k| k.0 == kind).map(|k| k.2).expect("known kind")
@@ -306,9 +312,67 @@ async fn config_entries_create_update_revert_drift_and_delete_for_every_kind() {
         }
         done.push(kind);
     }
-    assert_eq!(done.len(), KINDS.len(), "every kind has a case");
+    assert_eq!(done.len(), PER_SERVICE, "every per-service kind has a case");
     env.delete("ServiceResolver", &api).await;
     env.delete("ServiceDefaults", &api).await;
+    env.controller.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_wide_entries_create_update_revert_drift_and_delete() {
+    // Its own cluster: proxy-defaults, mesh and exported-services are one per cluster,
+    // and a global default protocol would change what other tests' entries mean.
+    let cluster = ConsulCluster::start(ConsulOptions { servers: 1, ..Default::default() }).await.expect("consul");
+    let env = setup(&cluster, None).await;
+    let api = env.svc("api");
+    let cases = [
+        (
+            "global",
+            Case {
+                kind: "ProxyDefaults",
+                create: json!({ "config": { "local_connect_timeout_ms": 5000 } }),
+                created: vec![("/Config/local_connect_timeout_ms", json!(5000))],
+                update: json!({ "config": { "local_connect_timeout_ms": 3000, "protocol": "http" },
+                    "accessLogs": { "enabled": true, "type": "stderr" } }),
+                updated: vec![
+                    ("/Config/protocol", json!("http")),
+                    ("/AccessLogs/Enabled", json!(true)),
+                    ("/AccessLogs/Type", json!("stderr")),
+                ],
+                hand_edit: ("/Config/protocol", json!("tcp")),
+            },
+        ),
+        (
+            "mesh",
+            Case {
+                kind: "Mesh",
+                create: json!({ "transparentProxy": { "meshDestinationsOnly": true } }),
+                created: vec![("/TransparentProxy/MeshDestinationsOnly", json!(true))],
+                update: json!({ "tls": { "incoming": { "tlsMinVersion": "TLSv1_2" } },
+                    "http": { "sanitizeXForwardedClientCert": true } }),
+                updated: vec![
+                    ("/TLS/Incoming/TLSMinVersion", json!("TLSv1_2")),
+                    ("/HTTP/SanitizeXForwardedClientCert", json!(true)),
+                    ("/TransparentProxy/MeshDestinationsOnly", json!(false)),
+                ],
+                hand_edit: ("/TLS/Incoming/TLSMinVersion", json!("TLSv1_3")),
+            },
+        ),
+        (
+            "default",
+            Case {
+                kind: "ExportedServices",
+                create: json!({ "services": [{ "name": api, "consumers": [{ "peer": "east" }] }] }),
+                created: vec![("/Services/0/Name", json!(api)), ("/Services/0/Consumers/0/Peer", json!("east"))],
+                update: json!({ "services": [{ "name": api, "consumers": [{ "peer": "east" }, { "peer": "west" }] }] }),
+                updated: vec![("/Services/0/Consumers/1/Peer", json!("west"))],
+                hand_edit: ("/Services/0/Consumers", json!([{ "Peer": "south" }])),
+            },
+        ),
+    ];
+    for (name, case) in cases {
+        run_case(&env, name, case).await;
+    }
     env.controller.stop().await;
 }
 
@@ -401,6 +465,7 @@ async fn import_adopts_unmanaged_entries_of_the_kinds_asked_for() {
     // Its own cluster: importing adopts every unmanaged entry.
     let cluster = ConsulCluster::start(ConsulOptions { servers: 1, ..Default::default() }).await.expect("consul");
     let kinds: Vec<&str> = KINDS.iter().map(|k| k.0).collect();
+    let singletons = [("ProxyDefaults", "global"), ("Mesh", "mesh"), ("ExportedServices", "default")];
     let env = setup(&cluster, Some(json!({ "importConfigEntries": kinds }))).await;
     let api = env.svc("api");
     let raw = [
@@ -413,10 +478,29 @@ async fn import_adopts_unmanaged_entries_of_the_kinds_asked_for() {
         json!({ "Kind": "service-router", "Name": api, "Routes": [
             { "Match": { "HTTP": { "PathPrefix": "/v2" } }, "Destination": { "ServiceSubset": "v2", "NumRetries": 2 } }] }),
     ];
-    for entry in raw {
+    let cluster_wide = [
+        json!({ "Kind": "proxy-defaults", "Name": "global", "Config": { "local_connect_timeout_ms": 4000 } }),
+        json!({ "Kind": "mesh", "TransparentProxy": { "MeshDestinationsOnly": true } }),
+        json!({ "Kind": "exported-services", "Name": "default", "Services": [{ "Name": api, "Consumers": [{ "Peer": "east" }] }] }),
+    ];
+    // One a ServiceDefaults cannot say (transparent mode is not in its schema): left alone.
+    let unmodelled = env.svc("legacy");
+    let legacy = json!({ "Kind": "service-defaults", "Name": unmodelled, "Protocol": "http", "Mode": "transparent" });
+    for entry in raw.into_iter().chain(cluster_wide).chain([legacy]) {
         env.write_raw(entry).await;
     }
-    for (kind, _, _) in KINDS {
+    for (kind, name) in singletons {
+        env.synced(kind, name, "True", "Synced").await;
+        let entry = env.entry(kind, name).await.expect("entry");
+        assert_eq!(entry["Meta"][OWNER_META], json!(format!("{}/{name}", env.ns)), "{kind} adopted");
+    }
+    let global = env.api("ProxyDefaults").get("global").await.expect("object");
+    assert_eq!(
+        global.data["spec"]["config"],
+        json!({ "local_connect_timeout_ms": 4000 }),
+        "opaque config kept as written"
+    );
+    for (kind, _, _) in &KINDS[..PER_SERVICE] {
         env.synced(kind, &api, "True", "Synced").await;
         let obj = env.api(kind).get(&api).await.expect("imported object");
         assert_eq!(
@@ -430,6 +514,10 @@ async fn import_adopts_unmanaged_entries_of_the_kinds_asked_for() {
     assert_eq!(defaults.data["spec"]["upstreamConfig"]["defaults"]["limits"]["maxConnections"], json!(7));
     let entry = env.entry("ServiceRouter", &api).await.expect("entry");
     assert_fields(&entry, &[("/Routes/0/Destination/NumRetries", json!(2))]);
+    assert!(env.api("ServiceDefaults").get_opt(&unmodelled).await.expect("get").is_none(), "not imported");
+    let untouched = env.entry("ServiceDefaults", &unmodelled).await.expect("entry");
+    assert_eq!(untouched["Mode"], json!("transparent"));
+    assert!(untouched["Meta"].get(OWNER_META).is_none());
     env.controller.stop().await;
 }
 

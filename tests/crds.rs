@@ -251,6 +251,42 @@ fn invalid_objects() -> Vec<Invalid> {
         ),
         invalid("no splits", "ServiceSplitter", json!({"splits": []}), &["spec.splits", "at least one share"]),
         invalid(
+            "unknown proxy mode",
+            "ProxyDefaults",
+            json!({"mode": "sideways"}),
+            &["spec.mode", "Unsupported value"],
+        ),
+        invalid(
+            "access log path without file",
+            "ProxyDefaults",
+            json!({"accessLogs": {"enabled": true, "type": "stdout", "path": "/var/log/a"}}),
+            &["spec.accessLogs", "path needs type file"],
+        ),
+        invalid(
+            "tls min above max",
+            "Mesh",
+            json!({"tls": {"incoming": {"tlsMinVersion": "TLSv1_3", "tlsMaxVersion": "TLSv1_2"}}}),
+            &["spec.tls.incoming", "tlsMinVersion must not be above tlsMaxVersion"],
+        ),
+        invalid(
+            "unknown tls version",
+            "Mesh",
+            json!({"tls": {"outgoing": {"tlsMinVersion": "SSLv3"}}}),
+            &["spec.tls.outgoing.tlsMinVersion", "Unsupported value"],
+        ),
+        invalid(
+            "consumer with peer and partition",
+            "ExportedServices",
+            json!({"services": [{"name": "api", "consumers": [{"peer": "east", "partition": "p1"}]}]}),
+            &["spec.services[0].consumers[0]", "exactly one of peer, partition, samenessGroup"],
+        ),
+        invalid(
+            "service exported twice",
+            "ExportedServices",
+            json!({"services": [{"name": "api", "consumers": [{"peer": "east"}]}, {"name": "api", "consumers": [{"peer": "west"}]}]}),
+            &["spec.services", "each service is exported once"],
+        ),
+        invalid(
             "unknown snapshot action",
             "ConsulSnapshot",
             json!({"action": "Explode", "location": "/snap"}),

@@ -10,6 +10,8 @@ use super::error::{Error, Result};
 use super::{Client, ConsulIndex, QueryOptions, QueryResponse, null_default};
 
 pub const SERVICE_INTENTIONS: &str = "service-intentions";
+/// The one config entry kind without a Name field (its name is the kind).
+pub const MESH: &str = "mesh";
 
 /// What every config entry has; lets [`Client::config_entry_set`] name the entry in a
 /// CAS conflict and check its kind.
@@ -23,8 +25,13 @@ impl ConfigEntry for serde_json::Value {
     fn kind(&self) -> &str {
         self.get("Kind").and_then(serde_json::Value::as_str).unwrap_or("")
     }
+    /// The `mesh` entry has no Name field; Consul calls it `mesh`.
     fn name(&self) -> &str {
-        self.get("Name").and_then(serde_json::Value::as_str).unwrap_or("")
+        match self.get("Name").and_then(serde_json::Value::as_str) {
+            Some(name) => name,
+            None if self.kind() == MESH => MESH,
+            None => "",
+        }
     }
 }
 

@@ -14,7 +14,10 @@ pub mod service_intention;
 pub mod snapshot;
 pub mod snapshot_schedule;
 
-use crate::resources::{ServiceDefaults, ServiceIntention, ServiceResolver, ServiceRouter, ServiceSplitter};
+use crate::resources::{
+    ExportedServices, Mesh, ProxyDefaults, ServiceDefaults, ServiceIntention, ServiceResolver, ServiceRouter,
+    ServiceSplitter,
+};
 use crate::runtime::Context;
 use crate::runtime::context::FIELD_MANAGER;
 use kube::api::{Patch, PatchParams};
@@ -39,6 +42,9 @@ where
         tokio::spawn(config_entry::run::<ServiceResolver>(ctx.clone(), stopped())),
         tokio::spawn(config_entry::run::<ServiceRouter>(ctx.clone(), stopped())),
         tokio::spawn(config_entry::run::<ServiceSplitter>(ctx.clone(), stopped())),
+        tokio::spawn(config_entry::run::<ProxyDefaults>(ctx.clone(), stopped())),
+        tokio::spawn(config_entry::run::<Mesh>(ctx.clone(), stopped())),
+        tokio::spawn(config_entry::run::<ExportedServices>(ctx.clone(), stopped())),
         tokio::spawn(config_template::run(ctx.clone(), stopped())),
         tokio::spawn(acl_policy::run(ctx.clone(), stopped())),
         tokio::spawn(acl_token::run(ctx.clone(), stopped())),

@@ -140,7 +140,7 @@ pub struct SyncSpec {
     /// Kinds (e.g. `ServiceDefaults`, `ServiceResolver`) whose Consul config entries that
     /// no object manages become objects of that kind, named like the entry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(k, k in ['ServiceIntention', 'ServiceDefaults', 'ServiceResolver', 'ServiceRouter', 'ServiceSplitter'])").message("importConfigEntries names config-entry kinds concord manages"))]
+    #[x_kube(validation = Rule::new("self.all(k, k in ['ServiceIntention', 'ServiceDefaults', 'ServiceResolver', 'ServiceRouter', 'ServiceSplitter', 'ProxyDefaults', 'Mesh', 'ExportedServices'])").message("importConfigEntries names config-entry kinds concord manages"))]
     #[schemars(length(max = 16))]
     pub import_config_entries: Vec<String>,
     /// How often the full anti-entropy comparison runs (Go duration, default 5m).

@@ -197,7 +197,14 @@ fn go_duration(s: &str) -> Option<f64> {
 }
 
 /// Field names Consul spells in capitals, by their camelCase form.
-const ACRONYMS: &[(&str, &str)] = &[("http", "HTTP"), ("tls", "TLS"), ("sni", "SNI")];
+const ACRONYMS: &[(&str, &str)] = &[
+    ("http", "HTTP"),
+    ("tls", "TLS"),
+    ("sni", "SNI"),
+    ("tlsMinVersion", "TLSMinVersion"),
+    ("tlsMaxVersion", "TLSMaxVersion"),
+    ("jsonFormat", "JSONFormat"),
+];
 
 /// Where the keys below a field are the user's (map keys such as subset names, Meta,
 /// header names), not field names: they are kept as they are.

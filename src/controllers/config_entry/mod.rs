@@ -22,6 +22,9 @@
 //! - Deletion: the finalizer deletes the entry only when it carries this object's owner
 //!   Meta (check-and-set; already gone = done).
 pub mod entry;
+mod exported_services;
+mod mesh;
+mod proxy_defaults;
 mod service_defaults;
 mod service_resolver;
 mod service_router;
@@ -104,16 +107,7 @@ pub trait ConfigEntryKind:
     /// import; None when the kind cannot hold it. The controller checks that the spec
     /// writes back exactly that entry before it creates anything.
     fn import(entry: &Value) -> Option<(String, Value)> {
-        let name = entry.get("Name")?.as_str()?;
-        if !is_dns_subdomain(name) {
-            return None;
-        }
-        let mut spec = from_consul_keys(entry, Self::KEY_RULES);
-        let fields = spec.as_object_mut()?;
-        for k in ["kind", "name", "meta", "createIndex", "modifyIndex", "hash", "namespace", "partition"] {
-            fields.remove(k);
-        }
-        Some((name.to_string(), spec))
+        import_fields(entry, Self::KEY_RULES).filter(|(name, _)| is_dns_subdomain(name))
     }
     /// Whether `dc` asks for entries of this kind to be imported.
     fn wants_import(dc: &DiscoveryCluster) -> bool {
@@ -125,31 +119,35 @@ pub trait ConfigEntryKind:
         let mut body = self.entry_body();
         if let Some(fields) = body.as_object_mut() {
             fields.insert("Kind".into(), Value::String(Self::CONSUL_KIND.into()));
-            fields.insert("Name".into(), Value::String(self.entry_name()));
+            // Consul refuses a Name on its one unnamed kind.
+            if Self::CONSUL_KIND != consul::MESH {
+                fields.insert("Name".into(), Value::String(self.entry_name()));
+            }
             fields.insert("Meta".into(), owner.meta());
         }
         body
     }
 }
 
-/// Implements [`ConfigEntryKind`] for a kind whose Consul entry is named like the object
-/// and whose spec maps field by field (camelCase to PascalCase, `clusterRef` aside).
+/// Implements [`ConfigEntryKind`] for a kind whose spec maps field by field (camelCase
+/// to PascalCase, `clusterRef` aside) and whose Consul entry is named like the object,
+/// or has the one name Consul allows (`name: "global"`).
 macro_rules! field_mapped_kind {
-    ($kind:ty, consul: $consul:literal, controller: $ctl:literal, depends_on: [$($dep:literal),*], user_keys: [$($uk:literal),*]) => {
+    ($kind:ty, consul: $consul:literal, controller: $ctl:literal, depends_on: [$($dep:literal),*], user_keys: [$($uk:literal),*], opaque: [$($op:literal),*] $(, name: $fixed:literal)?) => {
         impl $crate::controllers::config_entry::ConfigEntryKind for $kind {
             const CONSUL_KIND: &'static str = $consul;
             const CONTROLLER: &'static str = $ctl;
             const FINALIZER: &'static str = concat!("concord.io/", $ctl);
             const DEPENDS_ON: &'static [&'static str] = &[$($dep),*];
             const KEY_RULES: $crate::controllers::config_entry::entry::KeyRules =
-                $crate::controllers::config_entry::entry::KeyRules { user_keys: &[$($uk),*], opaque: &[] };
+                $crate::controllers::config_entry::entry::KeyRules { user_keys: &[$($uk),*], opaque: &[$($op),*] };
 
             fn cluster_ref(&self) -> Option<&str> {
                 self.spec.cluster_ref.as_deref()
             }
 
             fn entry_name(&self) -> String {
-                self.metadata.name.clone().unwrap_or_default()
+                $crate::controllers::config_entry::entry_name_of!(self $(, $fixed)?)
             }
 
             fn entry_body(&self) -> serde_json::Value {
@@ -163,10 +161,40 @@ macro_rules! field_mapped_kind {
             fn config_status(&self) -> Option<&$crate::resources::ConfigEntryStatus> {
                 self.status.as_ref()
             }
+
+            $(
+            /// The one entry of the kind: imported under its own name.
+            fn import(entry: &serde_json::Value) -> Option<(String, serde_json::Value)> {
+                let (_, spec) = $crate::controllers::config_entry::import_fields(entry, Self::KEY_RULES)?;
+                Some(($fixed.to_string(), spec))
+            }
+            )?
         }
     };
 }
 pub(crate) use field_mapped_kind;
+
+/// The fixed Consul name, else the object's name (for [`field_mapped_kind`]).
+macro_rules! entry_name_of {
+    ($self:ident, $fixed:literal) => {
+        $fixed.to_string()
+    };
+    ($self:ident) => {
+        $self.metadata.name.clone().unwrap_or_default()
+    };
+}
+pub(crate) use entry_name_of;
+
+/// The entry's name and its fields as a spec (camelCase, without what Consul computes).
+pub fn import_fields(entry: &Value, rules: KeyRules) -> Option<(String, Value)> {
+    let name = entry.get("Name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let mut spec = from_consul_keys(entry, rules);
+    let fields = spec.as_object_mut()?;
+    for k in ["kind", "name", "meta", "createIndex", "modifyIndex", "hash", "namespace", "partition"] {
+        fields.remove(k);
+    }
+    Some((name, spec))
+}
 
 /// A DNS-1123 subdomain (what an object's name may be).
 pub fn is_dns_subdomain(s: &str) -> bool {
@@ -491,7 +519,7 @@ async fn import_unmanaged<K: ConfigEntryKind>(c: &Ctx<K>, handle: &ClusterHandle
         .collect();
     let api: Api<K> = Api::namespaced(c.ctx.client.clone(), &handle.namespace);
     for found in entries.value {
-        let entry_name = found.get("Name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let entry_name = consul::ConfigEntry::name(&found).to_string();
         if owner_of(&found).is_some() || managed.contains(&entry_name) {
             continue;
         }

@@ -4,4 +4,4 @@
 use crate::resources::ServiceResolver;
 
 super::field_mapped_kind!(ServiceResolver, consul: "service-resolver", controller: "serviceresolver",
-    depends_on: ["service-router", "service-splitter"], user_keys: ["subsets", "failover"]);
+    depends_on: ["service-router", "service-splitter"], user_keys: ["subsets", "failover"], opaque: []);

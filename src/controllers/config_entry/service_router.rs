@@ -4,4 +4,4 @@
 use crate::resources::ServiceRouter;
 
 super::field_mapped_kind!(ServiceRouter, consul: "service-router", controller: "servicerouter",
-    depends_on: ["service-defaults", "proxy-defaults", "service-resolver"], user_keys: ["add", "set"]);
+    depends_on: ["service-defaults", "proxy-defaults", "service-resolver"], user_keys: ["add", "set"], opaque: []);

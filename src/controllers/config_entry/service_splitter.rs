@@ -4,4 +4,4 @@
 use crate::resources::ServiceSplitter;
 
 super::field_mapped_kind!(ServiceSplitter, consul: "service-splitter", controller: "servicesplitter",
-    depends_on: ["service-defaults", "proxy-defaults", "service-resolver"], user_keys: ["add", "set"]);
+    depends_on: ["service-defaults", "proxy-defaults", "service-resolver"], user_keys: ["add", "set"], opaque: []);
