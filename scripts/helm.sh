@@ -13,7 +13,8 @@
 # (major+1.minor of the client-go helm is built with, as upstream computes it).
 set -euo pipefail
 
-HELM_VERSION=${HELM_VERSION:-v3.22.0}
+# HELM_VERSION
+. "$(dirname "$0")/versions.sh"
 
 CACHE=${CONCORD_TESTENV_DIR:-$HOME/.cache/concord-testenv}
 BIN=$CACHE/bin

@@ -12,14 +12,8 @@
 # path with the published submodule builds the very same code.
 set -euo pipefail
 
-K8S_VERSION=${K8S_VERSION:-v1.33.13}
-ETCD_VERSION=${ETCD_VERSION:-v3.5.33}
-CONSUL_VERSION=${CONSUL_VERSION:-v1.22.7}
-# consul v1.22.7 builds its own in-tree api package, newer than the v1.33.7 its go.mod
-# requires; api v1.34.1 (published a week before v1.22.7) has the fields it uses.
-CONSUL_API_VERSION=${CONSUL_API_VERSION:-v1.34.1}
-# A local S3-compatible server for the snapshot tests (PyPI moto[server], in its own venv).
-MOTO_VERSION=${MOTO_VERSION:-5.2.1}
+# K8S_VERSION, ETCD_VERSION, CONSUL_VERSION, CONSUL_API_VERSION, MOTO_VERSION
+. "$(dirname "$0")/versions.sh"
 
 CACHE=${CONCORD_TESTENV_DIR:-$HOME/.cache/concord-testenv}
 BIN=$CACHE/bin

@@ -17,6 +17,9 @@ pub struct ClusterHandle {
     pub namespace: String,
     pub name: String,
     pub consul: consul::Client,
+    /// Changes when the cluster's addresses or token change (e.g. the controller token
+    /// that the ACL bootstrap stores): a long-lived user of `consul` starts over then.
+    pub fingerprint: u64,
 }
 
 /// Why an object's cluster cannot be used (yet).
@@ -177,7 +180,7 @@ impl ClusterCache {
             && let Some((fp, consul)) = cache.get(&key)
             && *fp == fingerprint
         {
-            return Ok(ClusterHandle { namespace, name, consul: consul.clone() });
+            return Ok(ClusterHandle { namespace, name, consul: consul.clone(), fingerprint });
         }
         let mut config = ClientConfig::new(addresses);
         if let Some(token) = token {
@@ -187,7 +190,7 @@ impl ClusterCache {
         if let Ok(mut cache) = self.clients.lock() {
             cache.insert(key, (fingerprint, consul.clone()));
         }
-        Ok(ClusterHandle { namespace, name, consul })
+        Ok(ClusterHandle { namespace, name, consul, fingerprint })
     }
 }
 

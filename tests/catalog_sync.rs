@@ -13,41 +13,12 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
-use support::{eventually, external_cluster, install_crds, start_controller};
+use support::{eventually, external_cluster, install_crds, service, slice, start_controller};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 fn consul_client(c: &testenv::ConsulCluster) -> consul::Client {
     consul::Client::new(consul::ClientConfig::new(c.http_addrs())).expect("consul client")
-}
-
-/// A selector-less Service with the given annotations and one port.
-async fn service(client: &kube::Client, ns: &str, name: &str, port: i32, annotations: serde_json::Value) {
-    let obj = json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": ns, "annotations": annotations},
-        "spec": {"ports": [{"name": "http", "port": port}]}
-    });
-    Api::<Service>::namespaced(client.clone(), ns)
-        .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&obj))
-        .await
-        .expect("Service applied");
-}
-
-/// A hand-made EndpointSlice for Service `svc`: (address, ready) endpoints on `port`.
-async fn slice(client: &kube::Client, ns: &str, svc: &str, port: i32, endpoints: &[(&str, bool)]) {
-    let name = format!("{svc}-manual");
-    let obj = json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": svc}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-        "endpoints": endpoints.iter().map(|(a, r)| json!({"addresses": [a], "conditions": {"ready": r}})).collect::<Vec<_>>()
-    });
-    Api::<EndpointSlice>::namespaced(client.clone(), ns)
-        .patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&obj))
-        .await
-        .expect("EndpointSlice applied");
 }
 
 async fn health(c: &consul::Client, name: &str, tags: &[&str], passing: bool) -> Vec<consul::ServiceEntry> {

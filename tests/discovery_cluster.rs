@@ -468,7 +468,7 @@ async fn a_managed_cluster_with_acls_is_bootstrapped_once_and_then_read_with_the
     let client = env.client().await;
     install_crds(&client).await;
     let ns = env.create_namespace("dc-acl").await;
-    let spec = json!({ "replicas": 3, "acl": { "enabled": true } });
+    let spec = json!({ "replicas": 3, "acl": { "enabled": true }, "sync": { "toConsul": { "enabled": true } } });
     // The generated config with its ACL block (default deny, not bootstrapped).
     let rendered = build::server_config(&inputs("consul", &ns, spec.clone()), 3);
     assert_eq!(rendered["acl"]["default_policy"], "deny");
@@ -510,6 +510,19 @@ async fn a_managed_cluster_with_acls_is_bootstrapped_once_and_then_read_with_the
     })
     .await;
     assert!(servers.iter().all(|a| a == "127.0.0.1"), "{servers:?}");
+    // The catalog sync started before the bootstrap, without a token: it must pick up
+    // the controller token and register (found when real pods first ran this, on kind).
+    support::service(&client, &ns, "web", 80, json!({"concord.io/sync": "true"})).await;
+    support::slice(&client, &ns, "web", 8080, &[("10.20.0.1", true)]).await;
+    let management = secrets.get("consul-acl-bootstrap").await.expect("bootstrap Secret");
+    let management = String::from_utf8(management.data.expect("data")["token"].0.clone()).expect("utf-8");
+    let admin = consul_client(&cluster).with_token(consul::Token::new(management)).expect("admin client");
+    eventually("web registered in Consul by the sync after the bootstrap", WAIT, || async {
+        let found = admin.health_service("web", &[], true, &QueryOptions::default()).await.ok()?.value;
+        (found.len() == 1 && found[0].service.address == "10.20.0.1").then_some(())
+    })
+    .await;
+
     let anonymous = consul_client(&cluster);
     let kv = anonymous.kv_get("config/secret", &QueryOptions::default()).await;
     assert!(

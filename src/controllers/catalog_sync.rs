@@ -5,6 +5,7 @@
 //! deleted, has what it wrote removed (Consul instances with its identity; mirrored
 //! Services and EndpointSlices).
 use super::{report_ready_when_primed, watched_api};
+use crate::cluster::ClusterHandle;
 use crate::resources::{DiscoveryCluster, ExternalSpec};
 use crate::runtime::Context;
 use crate::sync::status::StatusBoard;
@@ -38,6 +39,8 @@ struct Running {
     config: SyncConfig,
     external: Option<ExternalSpec>,
     consul: crate::consul::Client,
+    /// Of the cluster handle the tasks were started with (addresses and token).
+    fingerprint: u64,
     stop: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -83,15 +86,7 @@ async fn clean_up(ctx: &Context, old: &SyncConfig, new: &SyncConfig, consul: &cr
     }
 }
 
-async fn start(ctx: &Arc<Context>, dc: &DiscoveryCluster, config: SyncConfig) -> Option<Running> {
-    let handle = match ctx.clusters.client_for(&ctx.client, dc).await {
-        Ok(h) => h,
-        Err(e) => {
-            ctx.metrics.reconcile_failed(CONTROLLER, e.category());
-            tracing::warn!(error = %e, cluster = %dc.name_any(), "cannot reach the cluster's Consul; sync not started");
-            return None;
-        }
-    };
+fn start(ctx: &Arc<Context>, dc: &DiscoveryCluster, config: SyncConfig, handle: ClusterHandle) -> Running {
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let board = Arc::new(StatusBoard::default());
@@ -110,7 +105,14 @@ async fn start(ctx: &Arc<Context>, dc: &DiscoveryCluster, config: SyncConfig) ->
         let reference = dc.object_ref(&());
         tasks.spawn(sync::to_kubernetes::run(ctx.clone(), tk, handle.consul.clone(), board, reference, stop.clone()));
     }
-    Some(Running { config, external: dc.spec.external.clone(), consul: handle.consul, stop, tasks })
+    Running {
+        config,
+        external: dc.spec.external.clone(),
+        consul: handle.consul,
+        fingerprint: handle.fingerprint,
+        stop,
+        tasks,
+    }
 }
 
 async fn on_apply(
@@ -126,9 +128,24 @@ async fn on_apply(
             return;
         }
     };
+    // The cluster's client as of now: a managed cluster's tasks start before its ACL
+    // bootstrap (no token yet) and must start over once the controller token is stored.
+    let handle = if config == SyncConfig::default() {
+        None
+    } else {
+        match ctx.clusters.client_for(&ctx.client, dc).await {
+            Ok(h) => Some(h),
+            Err(e) => {
+                ctx.metrics.reconcile_failed(CONTROLLER, e.category());
+                tracing::warn!(error = %e, cluster = %dc.name_any(), "cannot reach the cluster's Consul; sync not (re)started");
+                return;
+            }
+        }
+    };
     if let Some(r) = running.get(&key)
         && r.config == config
         && r.external == dc.spec.external
+        && handle.as_ref().is_none_or(|h| h.fingerprint == r.fingerprint)
     {
         return;
     }
@@ -139,12 +156,9 @@ async fn on_apply(
     if let Some((old, consul)) = &previous {
         clean_up(ctx, old, &config, consul).await;
     }
-    if config == SyncConfig::default() {
-        return;
-    }
-    if let Some(r) = start(ctx, dc, config).await {
+    if let Some(handle) = handle {
+        running.insert(key, start(ctx, dc, config, handle));
         tracing::info!(cluster = %dc.name_any(), "catalog sync (re)started");
-        running.insert(key, r);
     }
 }
 

@@ -165,3 +165,32 @@ pub fn resolver(
     .with_options(opts)
     .build()
 }
+
+/// A selector-less Service with the given annotations and one port.
+pub async fn service(client: &kube::Client, ns: &str, name: &str, port: i32, annotations: serde_json::Value) {
+    let obj = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+        "spec": {"ports": [{"name": "http", "port": port}]}
+    });
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), ns)
+        .patch(name, &kube::api::PatchParams::apply("test").force(), &kube::api::Patch::Apply(&obj))
+        .await
+        .expect("Service applied");
+}
+
+/// A hand-made EndpointSlice for Service `svc`: (address, ready) endpoints on `port`.
+pub async fn slice(client: &kube::Client, ns: &str, svc: &str, port: i32, endpoints: &[(&str, bool)]) {
+    let name = format!("{svc}-manual");
+    let obj = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints.iter().map(|(a, r)| serde_json::json!({"addresses": [a], "conditions": {"ready": r}})).collect::<Vec<_>>()
+    });
+    Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(client.clone(), ns)
+        .patch(&name, &kube::api::PatchParams::apply("test").force(), &kube::api::Patch::Apply(&obj))
+        .await
+        .expect("EndpointSlice applied");
+}

@@ -415,9 +415,10 @@ pub fn pod_template(inputs: &Inputs, gossip: Option<&GossipKeyRef>, config_hash:
                 command: Some(vec![
                     "/bin/sh".to_string(),
                     "-ec".to_string(),
-                    // busybox wget: in the official (Alpine) image and in the offline-built one.
+                    // busybox `timeout` + `wget`: in the official (Alpine) image and in the
+                    // offline-built one (whose Debian busybox crashes on `wget -T`).
                     format!(
-                        "wget -q -T 3 -O - http://127.0.0.1:{HTTP_PORT}/v1/status/leader 2>/dev/null | grep -E '\".+\"'"
+                        "timeout 3 wget -q -O - http://127.0.0.1:{HTTP_PORT}/v1/status/leader 2>/dev/null | grep -E '\".+\"'"
                     ),
                 ]),
             }),
