@@ -35,13 +35,13 @@ use super::consul_watch::{BLOCKING_WAIT, WatchSet, watch_index};
 use super::{
     apply_status, object_key, reconcile_with_finalizer, report_ready_when_primed, requeue_after_failure, watched_api,
 };
-use crate::cluster::{ClusterError, ClusterHandle};
+use crate::cluster::{ClusterError, ClusterHandle, Grants};
 use crate::consul::{self, ConsulIndex, QueryOptions};
+use crate::context::metrics::ControllerLabels;
+use crate::context::{Context, Runner};
 use crate::resources::{
     ConditionUpdate, ConfigEntryStatus, DiscoveryCluster, find_condition, is_condition_true, set_condition, types,
 };
-use crate::runtime::Context;
-use crate::runtime::metrics::ControllerLabels;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use kube::api::Api;
@@ -108,6 +108,17 @@ pub trait ConfigEntryKind:
     /// writes back exactly that entry before it creates anything.
     fn import(entry: &Value) -> Option<(String, Value)> {
         import_fields(entry, Self::KEY_RULES).filter(|(name, _)| is_dns_subdomain(name))
+    }
+    /// Whether the cluster's tenancy grants let this object's namespace write the entry
+    /// (`Err` names what is missing). Default: a service's entries need the service in
+    /// `intentionDestinations`; a kind with one entry per cluster needs every service
+    /// granted (`*`, or the list unset).
+    fn granted(&self, grants: &Grants) -> Result<(), String> {
+        if is_cluster_wide::<Self>() {
+            grants.intention_destination("*").map_err(|e| format!("{} is cluster-wide: {e}", Self::CONSUL_KIND))
+        } else {
+            grants.intention_destination(&self.entry_name())
+        }
     }
     /// Whether `dc` asks for entries of this kind to be imported.
     fn wants_import(dc: &DiscoveryCluster) -> bool {
@@ -184,6 +195,11 @@ macro_rules! entry_name_of {
     };
 }
 pub(crate) use entry_name_of;
+
+/// Kinds with one entry per cluster (proxy-defaults, mesh, exported-services).
+fn is_cluster_wide<K: ConfigEntryKind>() -> bool {
+    [consul::MESH, "proxy-defaults", "exported-services"].contains(&K::CONSUL_KIND)
+}
 
 /// The entry's name and its fields as a spec (camelCase, without what Consul computes).
 pub fn import_fields(entry: &Value, rules: KeyRules) -> Option<(String, Value)> {
@@ -316,6 +332,10 @@ async fn apply<K: ConfigEntryKind>(obj: Arc<K>, c: &Arc<Ctx<K>>) -> Result<Actio
             return Ok(backoff(c, obj.as_ref()));
         }
     };
+    if let Err(msg) = obj.granted(&handle.grants) {
+        report(c, &obj, ConditionUpdate::new(types::SYNCED, false, "NotGranted", msg), None).await?;
+        return Ok(Action::requeue(RESYNC));
+    }
     start_watch(c, &handle, false);
 
     let mine = claim(obj.as_ref());
@@ -579,6 +599,11 @@ async fn watch_import_settings<K: ConfigEntryKind>(c: Arc<Ctx<K>>) {
             start_watch(&c, &handle, true);
         }
     }
+}
+
+/// The runtime's handle on the controller of kind `K`.
+pub fn runner<K: ConfigEntryKind>() -> Runner {
+    Runner { name: K::CONTROLLER, run: |ctx, stop| Box::pin(run::<K>(ctx, stop)) }
 }
 
 /// Runs the controller of kind `K` until `stop` resolves; its watches stop with it.

@@ -9,6 +9,7 @@
 pub mod entry;
 
 use super::config_entry::ConfigEntryKind;
+use crate::cluster::Grants;
 use crate::consul::{SERVICE_INTENTIONS, ServiceIntentionsEntry};
 use crate::resources::{ConfigEntryStatus, DiscoveryCluster, ServiceIntention};
 use serde_json::Value;
@@ -43,6 +44,10 @@ impl ConfigEntryKind for ServiceIntention {
 
     fn config_status(&self) -> Option<&ConfigEntryStatus> {
         self.status.as_ref()
+    }
+
+    fn granted(&self, grants: &Grants) -> Result<(), String> {
+        grants.intention_destination(&self.spec.destination)
     }
 
     fn synced_message(&self) -> String {
