@@ -641,3 +641,27 @@ async fn resilience_examples_compile_to_the_expected_discovery_chains() {
     assert_eq!(get_ci(outlier, "max_ejection_percent"), &json!(50));
     env.controller.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenancy_grants_bound_which_services_and_cluster_wide_entries_a_namespace_configures() {
+    let env = setup(testenv::shared_consul().await, None).await;
+    let (mine, theirs) = (env.svc("mine"), env.svc("theirs"));
+    let clusters: Api<concord::resources::DiscoveryCluster> = Api::namespaced(env.kube.clone(), &env.ns);
+    let grant = json!({ "spec": { "tenancy": { "intentionDestinations": [mine] } } });
+    clusters.patch("consul", &PatchParams::default(), &Patch::Merge(&grant)).await.expect("grant");
+    env.apply("ServiceDefaults", &mine, json!({ "protocol": "http" })).await;
+    env.synced("ServiceDefaults", &mine, "True", "Synced").await;
+    env.apply("ServiceDefaults", &theirs, json!({ "protocol": "grpc" })).await;
+    let message = env.synced("ServiceDefaults", &theirs, "False", "NotGranted").await;
+    assert!(message.contains("intentionDestinations"), "{message}");
+    assert!(env.entry("ServiceDefaults", &theirs).await.is_none(), "nothing written for an ungranted service");
+    // A cluster-wide entry needs every service granted.
+    env.apply("ProxyDefaults", "global", json!({ "config": { "protocol": "http" } })).await;
+    env.synced("ProxyDefaults", "global", "False", "NotGranted").await;
+    for (kind, name) in
+        [("ServiceDefaults", mine.as_str()), ("ServiceDefaults", theirs.as_str()), ("ProxyDefaults", "global")]
+    {
+        env.delete(kind, name).await;
+    }
+    env.controller.stop().await;
+}
