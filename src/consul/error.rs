@@ -131,9 +131,19 @@ impl Error {
 
 /// The first non-blank line of a body, lossily decoded and bounded in length: Consul's
 /// error answers are plain text, and a proxy in between may answer with a whole HTML page.
+/// A Go multierror ("1 error occurred:" then one `* ...` line per error) keeps its
+/// errors, joined on one line: the first line alone says nothing.
 pub(crate) fn first_line(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("");
+    let joined;
+    let line = if first.ends_with("occurred:") {
+        joined = std::iter::once(first).chain(lines).collect::<Vec<_>>().join(" ");
+        joined.as_str()
+    } else {
+        first
+    };
     if line.len() <= MESSAGE_LIMIT {
         return line.to_owned();
     }
@@ -208,6 +218,12 @@ mod tests {
         let bad = Error::from_status(Method::PUT, "/", StatusCode::BAD_REQUEST, b"bad");
         assert_eq!(bad.category(), "http_4xx");
         assert!(!bad.is_transient());
+    }
+
+    #[test]
+    fn multierror_bodies_keep_their_errors() {
+        let body = b"Request decoding failed: 1 error occurred:\n\t* invalid config key \"Name\"\n\n";
+        assert_eq!(first_line(body), r#"Request decoding failed: 1 error occurred: * invalid config key "Name""#);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod acl_bootstrap;
 pub mod acl_policy;
 pub mod acl_token;
 pub mod catalog_sync;
+pub mod config_entry;
 pub mod config_template;
 pub mod consul_watch;
 pub mod discovery_cluster;
@@ -15,6 +16,10 @@ pub mod snapshot_schedule;
 
 pub use crate::context::watched_api;
 use crate::context::{Context, FIELD_MANAGER, Runner};
+use crate::resources::{
+    ExportedServices, Mesh, ProxyDefaults, ServiceDefaults, ServiceIntention, ServiceResolver, ServiceRouter,
+    ServiceSplitter,
+};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -29,7 +34,14 @@ pub fn all() -> Vec<Runner> {
         Runner { name: discovery_cluster::CONTROLLER, run: |ctx, stop| Box::pin(discovery_cluster::run(ctx, stop)) },
         Runner { name: catalog_sync::CONTROLLER, run: |ctx, stop| Box::pin(catalog_sync::run(ctx, stop)) },
         Runner { name: kv_config::CONTROLLER, run: |ctx, stop| Box::pin(kv_config::run(ctx, stop)) },
-        Runner { name: service_intention::CONTROLLER, run: |ctx, stop| Box::pin(service_intention::run(ctx, stop)) },
+        config_entry::runner::<ServiceIntention>(),
+        config_entry::runner::<ServiceDefaults>(),
+        config_entry::runner::<ServiceResolver>(),
+        config_entry::runner::<ServiceRouter>(),
+        config_entry::runner::<ServiceSplitter>(),
+        config_entry::runner::<ProxyDefaults>(),
+        config_entry::runner::<Mesh>(),
+        config_entry::runner::<ExportedServices>(),
         Runner { name: config_template::CONTROLLER, run: |ctx, stop| Box::pin(config_template::run(ctx, stop)) },
         Runner { name: acl_policy::CONTROLLER, run: |ctx, stop| Box::pin(acl_policy::run(ctx, stop)) },
         Runner { name: acl_token::CONTROLLER, run: |ctx, stop| Box::pin(acl_token::run(ctx, stop)) },

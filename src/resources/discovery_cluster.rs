@@ -106,7 +106,10 @@ pub struct TenancySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub service_identities: Option<Vec<String>>,
-    /// Destination services ServiceIntentions may write.
+    /// Services whose ServiceIntentions (as destination) and service config entries
+    /// (ServiceDefaults, ServiceResolver, ServiceRouter, ServiceSplitter) objects in this
+    /// namespace may write; the cluster-wide entries (ProxyDefaults, Mesh,
+    /// ExportedServices) need `*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub intention_destinations: Option<Vec<String>>,
@@ -175,6 +178,12 @@ pub struct SyncSpec {
     /// Create ServiceIntention objects for intentions in Consul that no object manages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import_intentions: Option<bool>,
+    /// Kinds (e.g. `ServiceDefaults`, `ServiceResolver`) whose Consul config entries that
+    /// no object manages become objects of that kind, named like the entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, k in ['ServiceIntention', 'ServiceDefaults', 'ServiceResolver', 'ServiceRouter', 'ServiceSplitter', 'ProxyDefaults', 'Mesh', 'ExportedServices'])").message("importConfigEntries names config-entry kinds concord manages"))]
+    #[schemars(length(max = 16))]
+    pub import_config_entries: Vec<String>,
     /// How often the full anti-entropy comparison runs (Go duration, default 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::optional_duration_schema")]
