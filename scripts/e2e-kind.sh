@@ -46,14 +46,15 @@ kn() { kc -n "$NS" "$@"; }
 helm_() { "$HELM" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 
 # until_ok DESCRIPTION SECONDS CMD...: retry CMD every second until it succeeds.
+# A check that needed more than 20 s says so, with what its last failed try printed.
 until_ok() {
   local what=$1 secs=$2; shift 2
-  local deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    [ "$SECONDS" -lt "$deadline" ] || die "$what (not true after ${secs}s)"
+  local start=$SECONDS deadline=$((SECONDS + secs)) last=""
+  until last=$("$@" 2>&1); do
+    [ "$SECONDS" -lt "$deadline" ] || die "$what (not true after ${secs}s; last try: ${last:0:300})"
     sleep 1
   done
-  ok "$what"
+  if [ $((SECONDS - start)) -gt 20 ]; then ok "$what (took $((SECONDS - start))s)"; else ok "$what"; fi
 }
 
 dump_state() {
@@ -253,8 +254,8 @@ EOF
 BOOTSTRAP_TOKEN=$(kn get secret consul-acl-bootstrap -o jsonpath='{.data.token}' | base64 -d)
 [ -n "$BOOTSTRAP_TOKEN" ] || die "no ACL bootstrap token in Secret consul-acl-bootstrap"
 CONSUL=http://127.0.0.1:8500
-capi() { curl -sf --max-time 10 -H "X-Consul-Token: $BOOTSTRAP_TOKEN" "$CONSUL$1"; }
-capi_put() { curl -sf --max-time 10 -X PUT -H "X-Consul-Token: $BOOTSTRAP_TOKEN" --data-binary @- "$CONSUL$1" >/dev/null; }
+capi() { curl -sSf --max-time 10 -H "X-Consul-Token: $BOOTSTRAP_TOKEN" "$CONSUL$1"; }
+capi_put() { curl -sSf --max-time 10 -X PUT -H "X-Consul-Token: $BOOTSTRAP_TOKEN" --data-binary @- "$CONSUL$1" >/dev/null; }
 until_ok "Consul's API answers on the host through the NodePort" 120 capi /v1/status/leader
 
 raft_ok() { # raft_ok N: a leader and N voters
@@ -331,7 +332,7 @@ passing_match_ready_pods() { [ "$(consul_ips web)" = "$(ready_pod_ips)" ] && [ -
 say "$(now) Kubernetes → Consul with real pods"
 until_ok "web: 2 passing instances at the pods' IPs" 120 passing_match_ready_pods
 kn scale deployment/web --replicas=3 >/dev/null
-until_ok "scale up: 3 passing instances" 120 sh -c "[ \"\$(curl -sf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' '$CONSUL/v1/health/service/web?passing' | jq length)\" = 3 ]"
+until_ok "scale up: 3 passing instances" 120 sh -c "[ \"\$(curl -sSf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' '$CONSUL/v1/health/service/web?passing' | jq length)\" = 3 ]"
 kn scale deployment/web --replicas=1 >/dev/null
 until_ok "scale down: 1 instance left (deregistered, not just critical)" 120 instances_are web 1
 kn scale deployment/web --replicas=2 >/dev/null
@@ -339,8 +340,8 @@ until_ok "back to 2 passing instances" 120 instances_are web 2 passing
 sick=$(kn get pods -l app=web -o jsonpath='{.items[0].metadata.name}')
 kn exec "$sick" -- rm /www/healthz
 until_ok "a pod failing readiness turns critical (2 instances, 1 passing)" 60 sh -c \
-  "[ \"\$(curl -sf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' '$CONSUL/v1/health/service/web' | jq length)\" = 2 ] && \
-   [ \"\$(curl -sf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' '$CONSUL/v1/health/service/web?passing' | jq length)\" = 1 ]"
+  "[ \"\$(curl -sSf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' '$CONSUL/v1/health/service/web' | jq length)\" = 2 ] && \
+   [ \"\$(curl -sSf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' '$CONSUL/v1/health/service/web?passing' | jq length)\" = 1 ]"
 kn exec "$sick" -- sh -c 'echo ok > /www/healthz'
 until_ok "ready again: 2 passing" 60 instances_are web 2 passing
 kn delete service web >/dev/null
@@ -431,15 +432,15 @@ kn rollout status deployment/web --timeout "${TIMEOUT}s" >/dev/null
 for p in $before; do kn get pod "$p" >/dev/null 2>&1 && [ -z "$(kn get pod "$p" -o jsonpath='{.metadata.deletionTimestamp}')" ] && die "pod $p of the old ReplicaSet still runs after the rollout"; done
 ok "the old pods are gone"
 until_ok "ServiceIntention api in Consul (L7 permissions)" 60 sh -c \
-  "curl -sf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' $CONSUL/v1/config/service-intentions/api | jq -e '.Sources[] | select(.Name == \"web\") | .Permissions[0].HTTP.PathPrefix == \"/v1/\"'"
+  "curl -sSf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' $CONSUL/v1/config/service-intentions/api | jq -e '.Sources[] | select(.Name == \"web\") | .Permissions[0].HTTP.PathPrefix == \"/v1/\"'"
 until_ok "ServiceIntention database in Consul" 60 sh -c \
-  "curl -sf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' $CONSUL/v1/config/service-intentions/database | jq -e '.Sources[] | select(.Name == \"web\") | .Action == \"deny\"'"
+  "curl -sSf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' $CONSUL/v1/config/service-intentions/database | jq -e '.Sources[] | select(.Name == \"web\") | .Action == \"deny\"'"
 until_ok "ACLToken api: its Secret holds a token" 60 sh -c \
   "'$KUBECTL' --kubeconfig '$KUBECONFIG_FILE' -n $NS get secret api-consul-token -o jsonpath='{.data.token}' | grep -q ."
 API_TOKEN=$(kn get secret api-consul-token -o jsonpath='{.data.token}' | base64 -d)
-curl -sf --max-time 10 -H "X-Consul-Token: $API_TOKEN" "$CONSUL/v1/acl/token/self" | jq -e '.Policies[] | select(.Name == "api")' >/dev/null \
+curl -sSf --max-time 10 -H "X-Consul-Token: $API_TOKEN" "$CONSUL/v1/acl/token/self" | jq -e '.Policies[] | select(.Name == "api")' >/dev/null \
   || die "the token from Secret api-consul-token does not authenticate to Consul"
-curl -sf --max-time 10 -H "X-Consul-Token: $API_TOKEN" "$CONSUL/v1/kv/config/app/log-level?raw" | grep -qx info \
+curl -sSf --max-time 10 -H "X-Consul-Token: $API_TOKEN" "$CONSUL/v1/kv/config/app/log-level?raw" | grep -qx info \
   || die "the api token cannot read what its policy grants"
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X PUT -H "X-Consul-Token: $API_TOKEN" --data x "$CONSUL/v1/kv/config/app/log-level")
 [ "$code" = 403 ] || die "the api token may write KV its policy does not grant (HTTP $code)"
@@ -454,7 +455,8 @@ spec: {action: $2, location: "$3"}
 EOF
   kn wait "consulsnapshot/$1" --for=condition=Complete --timeout "${TIMEOUT}s" >/dev/null || die "ConsulSnapshot $1 ($2) did not complete"
 }
-SNAP=file:///var/lib/concord/snapshots/e2e.snap
+# Snapshot files are scoped: <root>/<namespace>/<folder>/<file> (docs/security.md).
+SNAP=file:///var/lib/concord/snapshots/$NS/e2e/e2e.snap
 snapshot e2e-save Save "$SNAP"
 size=$(kn get consulsnapshot e2e-save -o jsonpath='{.status.size}')
 [ "${size:-0}" -gt 0 ] || die "the snapshot has no size"
@@ -471,16 +473,16 @@ invariants() { # invariants WHAT: nothing lost, and the sync still follows chang
   ROUND=$((ROUND + 1))
   local tag="round-$ROUND"
   until_ok "[$1] KV keys intact (config/app/log-level, config/web/greeting)" "$TIMEOUT" sh -c \
-    "[ \"\$(curl -sf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' '$CONSUL/v1/kv/config/app/log-level?raw')\" = info ] && \
-     [ \"\$(curl -sf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' '$CONSUL/v1/kv/config/web/greeting?raw')\" = bonjour ]"
+    "[ \"\$(curl -sSf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' '$CONSUL/v1/kv/config/app/log-level?raw')\" = info ] && \
+     [ \"\$(curl -sSf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' '$CONSUL/v1/kv/config/web/greeting?raw')\" = bonjour ]"
   until_ok "[$1] intentions intact (api, database)" "$TIMEOUT" sh -c \
-    "curl -sf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' $CONSUL/v1/config/service-intentions/api >/dev/null && \
-     curl -sf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' $CONSUL/v1/config/service-intentions/database >/dev/null"
+    "curl -sSf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' $CONSUL/v1/config/service-intentions/api >/dev/null && \
+     curl -sSf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' $CONSUL/v1/config/service-intentions/database >/dev/null"
   until_ok "[$1] web instances = the ready pods" "$TIMEOUT" passing_match_ready_pods
   kn annotate service web --overwrite "concord.io/tags=e2e,$tag" >/dev/null
   until_ok "[$1] sync resumes (a new tag reaches every instance)" "$TIMEOUT" sh -c \
-    "curl -sf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' '$CONSUL/v1/health/service/web?tag=$tag' | jq -e 'length >= 1' >/dev/null && \
-     [ \"\$(curl -sf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' '$CONSUL/v1/health/service/web?tag=$tag' | jq length)\" = \"\$(curl -sf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' '$CONSUL/v1/health/service/web' | jq length)\" ]"
+    "curl -sSf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' '$CONSUL/v1/health/service/web?tag=$tag' | jq -e 'length >= 1' >/dev/null && \
+     [ \"\$(curl -sSf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' '$CONSUL/v1/health/service/web?tag=$tag' | jq length)\" = \"\$(curl -sSf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' '$CONSUL/v1/health/service/web' | jq length)\" ]"
 }
 invariants "after the restore"
 
@@ -556,7 +558,7 @@ if [ -n "$victim_web" ]; then
   until_ok "the stopped node's web instances leave ?passing ($victim_web)" "$TIMEOUT" gone
 fi
 until_ok "quorum kept: Consul still has a leader" 60 sh -c \
-  "curl -sf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' $CONSUL/v1/status/leader | grep -q ':'"
+  "curl -sSf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' $CONSUL/v1/status/leader | grep -q ':'"
 printf 'during-outage' | capi_put /v1/kv/e2e/during-outage
 ok "Consul takes writes with a node down ($((SECONDS - stopped))s after the stop)"
 docker start "$victim" >/dev/null

@@ -1,6 +1,11 @@
 //! Which Consul an object talks to: resolves `spec.clusterRef` (default: the only
 //! DiscoveryCluster in the namespace) to a Consul client, reading the ACL token from its
 //! Secret. Clients are cached per cluster and rebuilt when the address or token changes.
+pub mod tenancy;
+pub mod token_secret;
+
+pub use tenancy::Grants;
+
 use crate::consul::{self, ClientConfig, Token};
 use crate::resources::DiscoveryCluster;
 use k8s_openapi::api::core::v1::Secret;
@@ -20,6 +25,8 @@ pub struct ClusterHandle {
     /// Changes when the cluster's addresses or token change (e.g. the controller token
     /// that the ACL bootstrap stores): a long-lived user of `consul` starts over then.
     pub fingerprint: u64,
+    /// What objects of the cluster's namespace may do in it (`spec.tenancy`).
+    pub grants: Grants,
 }
 
 /// Why an object's cluster cannot be used (yet).
@@ -151,6 +158,7 @@ impl ClusterCache {
     ) -> Result<ClusterHandle, ClusterError> {
         let namespace = cluster.namespace().unwrap_or_default();
         let name = cluster.name_any();
+        let grants = Grants::of(cluster);
         let (addresses, token) = match &cluster.spec.external {
             Some(external) => {
                 let token = match &external.token_secret_ref {
@@ -162,9 +170,8 @@ impl ClusterCache {
             // A managed cluster with ACLs uses the controller token that the ACL bootstrap
             // stored; before the bootstrap there is none yet, and calls go without one.
             None if cluster.spec.acl.as_ref().is_some_and(|a| a.enabled) => {
-                let secret = crate::controllers::acl_bootstrap::controller_secret_name(&name);
-                let key = crate::controllers::acl_bootstrap::TOKEN_KEY;
-                let token = crate::controllers::acl_bootstrap::read_secret_token(client, &namespace, &secret, key)
+                let secret = token_secret::controller_secret_name(&name);
+                let token = token_secret::read_secret_token(client, &namespace, &secret, token_secret::TOKEN_KEY)
                     .await
                     .map_err(ClusterError::Kube)?;
                 (self.managed_addresses(&namespace, &name), token)
@@ -180,7 +187,7 @@ impl ClusterCache {
             && let Some((fp, consul)) = cache.get(&key)
             && *fp == fingerprint
         {
-            return Ok(ClusterHandle { namespace, name, consul: consul.clone(), fingerprint });
+            return Ok(ClusterHandle { namespace, name, consul: consul.clone(), fingerprint, grants });
         }
         let mut config = ClientConfig::new(addresses);
         if let Some(token) = token {
@@ -190,7 +197,7 @@ impl ClusterCache {
         if let Ok(mut cache) = self.clients.lock() {
             cache.insert(key, (fingerprint, consul.clone()));
         }
-        Ok(ClusterHandle { namespace, name, consul, fingerprint })
+        Ok(ClusterHandle { namespace, name, consul, fingerprint, grants })
     }
 }
 

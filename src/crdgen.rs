@@ -9,6 +9,13 @@ pub fn all() -> Vec<CustomResourceDefinition> {
     vec![
         DiscoveryCluster::crd(),
         ServiceIntention::crd(),
+        ServiceDefaults::crd(),
+        ServiceResolver::crd(),
+        ServiceRouter::crd(),
+        ServiceSplitter::crd(),
+        ProxyDefaults::crd(),
+        Mesh::crd(),
+        ExportedServices::crd(),
         KVConfig::crd(),
         ConfigTemplate::crd(),
         ACLPolicy::crd(),

@@ -19,7 +19,7 @@ enum Command {
         write: Vec<PathBuf>,
     },
     /// Run all controllers against the cluster from the kubeconfig (or in-cluster config).
-    Controller(Box<concord::runtime::ControllerArgs>),
+    Controller(Box<concord::context::ControllerArgs>),
     /// Render templates from Consul into files and run a command after each change (sidecar / VM).
     Render(Box<concord::render::RenderArgs>),
     /// Consul KV tools: `concord kv export PREFIX` prints a KVConfig for an existing prefix.
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds { write } => crds(&write),
-        Command::Controller(args) => concord::runtime::main(*args),
+        Command::Controller(args) => concord::runtime::main(*args, concord::controllers::all()),
         Command::Render(args) => concord::render::main(*args),
         Command::Kv(args) => concord::controllers::kv_config::export::main(args),
     };

@@ -98,7 +98,7 @@ pub enum RenderError {
 
 /// Entry point of `concord render`.
 pub fn main(args: RenderArgs) -> Result<(), String> {
-    crate::runtime::telemetry::init(crate::runtime::telemetry::LogFormat::Text);
+    crate::context::telemetry::init(crate::context::telemetry::LogFormat::Text);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -171,8 +171,7 @@ async fn run_one(
             Err(e) if args.once => return Err(RenderError::Watch(Box::new(e))),
             Err(e) if e.is_transient() => {
                 failures = failures.saturating_add(1);
-                let delay = crate::runtime::context::backoff_delay(failures, rand::random::<f64>())
-                    .min(Duration::from_secs(30));
+                let delay = crate::context::backoff_delay(failures, rand::random::<f64>()).min(Duration::from_secs(30));
                 tracing::warn!(error = %e, retry_in = ?delay, "cannot render; keeping the last good file");
                 tokio::time::sleep(delay).await;
                 continue;

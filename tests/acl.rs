@@ -5,9 +5,9 @@ mod support;
 
 use clap::Parser;
 use concord::consul::{Client, ClientConfig, Token};
+use concord::context::{Context, ControllerArgs, Metrics, Readiness};
 use concord::controllers::acl_bootstrap::{self, BootstrapOutcome};
 use concord::resources::{ACLPolicy, ACLToken, DiscoveryCluster, find_condition, types};
-use concord::runtime::{Context, ControllerArgs, Metrics, Readiness};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
@@ -43,7 +43,7 @@ fn test_context(kube: kube::Client, ns: &str) -> Context {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bootstrap_once_then_controller_token_is_least_privilege_and_a_lost_secret_is_reported() {
+async fn bootstrap_once_then_controller_token_holds_only_what_concord_uses_and_a_lost_secret_is_reported() {
     let consul = ConsulCluster::start(ConsulOptions { acl: true, bootstrap_acl: false, ..Default::default() })
         .await
         .expect("un-bootstrapped ACL Consul");

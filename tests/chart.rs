@@ -6,7 +6,7 @@
 mod support;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::discovery::{Discovery, Scope};
@@ -120,6 +120,25 @@ fn rendered_defaults_are_ha_and_locked_down() {
     assert!(single.iter().all(|d| kind_of(d) != "Role"));
     let args = find(&single, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
     assert!(!args.contains("--leader-election"), "{args}");
+    // A cluster-wide install grants the namespaced rules in a ClusterRole; with
+    // watchNamespace they are a Role in that namespace, and no ClusterRole mentions
+    // Secrets or ConfigMaps.
+    assert!(docs.iter().any(|d| kind_of(d) == "ClusterRole" && d["rules"].to_string().contains("secrets")));
+    let scoped = render("concord", "concord", &["watchNamespace=team-a"], &[]);
+    let role = scoped
+        .iter()
+        .find(|d| kind_of(d) == "Role" && d["rules"].to_string().contains("secrets"))
+        .expect("a Role with the namespaced rules");
+    assert_eq!(role["metadata"]["namespace"], "team-a");
+    let binding = scoped
+        .iter()
+        .find(|d| kind_of(d) == "RoleBinding" && d["metadata"]["name"] == role["metadata"]["name"])
+        .expect("its RoleBinding");
+    assert_eq!(binding["metadata"]["namespace"], "team-a");
+    for cluster_role in scoped.iter().filter(|d| kind_of(d) == "ClusterRole") {
+        let rules = cluster_role["rules"].to_string();
+        assert!(!rules.contains("secrets") && !rules.contains("configmaps"), "{rules}");
+    }
     // The default DiscoveryCluster is a toggle.
     let without = render("concord", "concord", &["discoveryCluster.create=false"], &[]);
     assert!(without.iter().all(|d| kind_of(d) != "DiscoveryCluster"));
@@ -156,15 +175,11 @@ async fn every_rendered_manifest_is_accepted_by_the_api_server_dry_run() {
     install_crds(&client).await;
     let ns = env.create_namespace("chart-dry").await;
     let discovery = Discovery::new(client.clone()).run().await.expect("API discovery");
+    // watchNamespace makes the rules a Role there: the namespace must exist.
+    let watch = format!("watchNamespace={ns}");
     let value_sets: [&[&str]; 3] = [
         &[],
-        &[
-            "replicaCount=1",
-            "leaderElection.enabled=false",
-            "discoveryCluster.create=false",
-            "watchNamespace=apps",
-            "logLevel=debug",
-        ],
+        &["replicaCount=1", "leaderElection.enabled=false", "discoveryCluster.create=false", &watch, "logLevel=debug"],
         &[
             "discoveryCluster.replicas=5",
             "discoveryCluster.acl.enabled=false",
@@ -283,7 +298,9 @@ async fn controller_does_its_job_with_exactly_the_charts_rbac_and_nothing_more()
     let release = ns.clone();
 
     // The chart's ServiceAccount and RBAC, for real, in this namespace.
-    let docs = render(&release, &ns, &["discoveryCluster.create=false"], &[]);
+    // A namespaced install (watchNamespace): the rules are a Role in this namespace.
+    let watch = format!("watchNamespace={ns}");
+    let docs = render(&release, &ns, &["discoveryCluster.create=false", &watch], &[]);
     apply_kinds(&admin, &docs, &["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]).await;
     let sa = find(&docs, "ServiceAccount")["metadata"]["name"].as_str().expect("sa name").to_string();
     let as_sa = env.client_impersonating(&sa, &ns).await;
@@ -294,6 +311,31 @@ async fn controller_does_its_job_with_exactly_the_charts_rbac_and_nothing_more()
     })
     .await;
     assert!(is_forbidden(Api::<Pod>::namespaced(as_sa.clone(), &ns).list(&ListParams::default()).await), "Pods");
+    // What it can NOT read outside the namespace it watches: no Secret, no ConfigMap,
+    // no concord object, neither listed cluster-wide nor fetched by name elsewhere.
+    let elsewhere = env.create_namespace("chart-rbac-other").await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "private", "namespace": elsewhere }, "stringData": { "k": "v" },
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(admin.clone(), &elsewhere).create(&Default::default(), &secret).await.expect("secret");
+    assert!(is_forbidden(Api::<Secret>::all(as_sa.clone()).list(&ListParams::default()).await), "all Secrets");
+    assert!(
+        is_forbidden(Api::<Secret>::namespaced(as_sa.clone(), &elsewhere).get("private").await),
+        "a Secret elsewhere"
+    );
+    assert!(
+        is_forbidden(Api::<ConfigMap>::namespaced(as_sa.clone(), &elsewhere).list(&ListParams::default()).await),
+        "ConfigMaps elsewhere"
+    );
+    assert!(
+        is_forbidden(
+            Api::<concord::resources::KVConfig>::namespaced(as_sa.clone(), &elsewhere)
+                .list(&ListParams::default())
+                .await
+        ),
+        "concord objects elsewhere"
+    );
     assert!(
         is_forbidden(Api::<Namespace>::all(as_sa.clone()).delete(&ns, &DeleteParams::default()).await),
         "deleting a Namespace"
@@ -490,8 +532,9 @@ async fn controller_does_its_job_with_exactly_the_charts_rbac_and_nothing_more()
     })
     .await;
 
-    // A snapshot saved to the controller's disk.
-    let dir = std::env::temp_dir().join(format!("concord-chart-{}-{ns}", std::process::id()));
+    // A snapshot saved to the controller's disk, under this namespace's folder.
+    let root = std::env::temp_dir().join(format!("concord-chart-{}-{ns}", std::process::id()));
+    let dir = root.join(&ns).join("manual");
     apply_json::<concord::resources::ConsulSnapshot>(
         &admin,
         &ns,
@@ -505,7 +548,7 @@ async fn controller_does_its_job_with_exactly_the_charts_rbac_and_nothing_more()
         concord::resources::is_condition_true(&s.status?.conditions, "Complete").then_some(())
     })
     .await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&root);
 
     // A managed DiscoveryCluster: its ConfigMap, Services, PodDisruptionBudget, gossip
     // key Secret and StatefulSet are created (this control plane has no kubelet, so no

@@ -148,9 +148,10 @@ async fn intentions_l7_rule_round_trips_and_consul_refusal_is_quoted() {
             { "action": "deny", "http": { "pathExact": "/admin" } },
         ]},
     ]});
-    // Without protocol http Consul refuses L7 permissions; nothing is written.
+    // Without protocol http Consul refuses L7 permissions (a reason of its own); nothing
+    // is written.
     env.apply("api", spec.clone()).await;
-    let refused = env.synced("api", "False", "ConsulError").await;
+    let refused = env.synced("api", "False", "ProtocolMismatch").await;
     let message =
         find_condition(&refused.status.expect("status").conditions, types::SYNCED).expect("c").message.clone();
     assert!(message.contains("protocol") && message.contains("L7"), "Consul's own words: {message}");

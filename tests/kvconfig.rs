@@ -245,7 +245,9 @@ async fn kvconfig_keys_from_a_config_map_and_a_secret_follow_their_changes() {
         }
     };
     apply_cm(json!({"timeout": "5s", "retries": "3"})).await;
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": env.ns},
+    // The Secret opts in to being copied (concord.io/kv-source), as its owner would.
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "creds", "namespace": env.ns, "labels": {"concord.io/kv-source": "true"}},
         "stringData": {"db-password": "hunter2"}});
     secrets.patch("creds", &PatchParams::apply("test").force(), &Patch::Apply(&secret)).await.expect("Secret");
 

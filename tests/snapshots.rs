@@ -26,6 +26,9 @@ struct Env {
     kube: kube::Client,
     ns: String,
     consul: Client,
+    /// The snapshot root; this namespace's own snapshots go under `<root>/<ns>/`.
+    root: PathBuf,
+    /// `<root>/<ns>/manual`: where this namespace's ConsulSnapshots may save and restore.
     dir: PathBuf,
     _controller: RunningController,
     /// Declared last: released after the controller stopped.
@@ -42,9 +45,10 @@ async fn setup(prefix: &str, extra_flags: &[&str]) -> Env {
     support::external_cluster(&kube, &ns, &consul_cluster.http_addrs(), None).await;
     let controller = support::start_controller(kube.clone(), &ns, extra_flags).await;
     let consul = Client::new(ClientConfig::new(consul_cluster.http_addrs())).expect("consul client");
-    let dir = std::env::temp_dir().join(format!("concord-snapshots-{}-{ns}", std::process::id()));
+    let root = std::env::temp_dir().join(format!("concord-snapshots-{}-{ns}", std::process::id()));
+    let dir = root.join(&ns).join("manual");
     std::fs::create_dir_all(&dir).expect("snapshot dir");
-    Env { kube, ns, consul, dir, _controller: controller, _exclusive: exclusive }
+    Env { kube, ns, consul, root, dir, _controller: controller, _exclusive: exclusive }
 }
 
 impl Env {
@@ -190,19 +194,39 @@ async fn bad_input_is_reported_in_the_complete_condition() {
         .await;
     env.outcome("nosum", "ChecksumUnknown").await;
 
-    env.create("s3-down", json!({ "action": "Save", "location": "s3://backups/consul/a.snap" })).await;
+    let s3_down = format!("s3://backups/{}/consul/a.snap", env.ns);
+    env.create("s3-down", json!({ "action": "Save", "location": s3_down })).await;
     let (ok, _, msg) = complete(&env.outcome("s3-down", "StoreUnreachable").await);
     assert_eq!(ok, "False");
-    assert!(msg.contains("s3://backups/consul/a.snap"), "{msg}");
+    assert!(msg.contains(&s3_down), "{msg}");
+
+    // Scope: a namespace neither restores another namespace's snapshot nor saves over
+    // it; nothing is read or written (the other file stays as it was).
+    let theirs = env.root.join("other-ns").join("consul").join("theirs.snap");
+    std::fs::create_dir_all(theirs.parent().expect("parent")).expect("their dir");
+    std::fs::write(&theirs, b"their snapshot").expect("their file");
+    env.create("steal", json!({ "action": "Restore", "location": theirs.display().to_string() })).await;
+    let (ok, _, msg) = complete(&env.outcome("steal", "LocationNotGranted").await);
+    assert_eq!(ok, "False");
+    assert!(msg.contains(&format!("<root>/{}/", env.ns)), "{msg}");
+    env.create("overwrite", json!({ "action": "Save", "location": theirs.display().to_string() })).await;
+    env.outcome("overwrite", "LocationNotGranted").await;
+    env.create("flat", json!({ "action": "Save", "location": env.root.join("flat.snap").display().to_string() })).await;
+    env.outcome("flat", "LocationNotGranted").await;
+    assert_eq!(std::fs::read(&theirs).expect("still there"), b"their snapshot");
+    assert!(!env.root.join("flat.snap").exists(), "nothing written outside the namespace's folder");
 
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.kube.clone(), &env.ns);
     eventually("Warning events with the reasons", WAIT, || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         let reasons: BTreeSet<String> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
-        ["SnapshotNotFound", "ChecksumUnknown", "StoreUnreachable"].iter().all(|r| reasons.contains(*r)).then_some(())
+        ["SnapshotNotFound", "ChecksumUnknown", "StoreUnreachable", "LocationNotGranted"]
+            .iter()
+            .all(|r| reasons.contains(*r))
+            .then_some(())
     })
     .await;
-    let _ = std::fs::remove_dir_all(&env.dir);
+    let _ = std::fs::remove_dir_all(&env.root);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,15 +234,37 @@ async fn a_schedule_keeps_exactly_retain_snapshots_and_their_files() {
     let env = setup("snap-sched", &[]).await;
     let dcs: Api<DiscoveryCluster> = Api::namespaced(env.kube.clone(), &env.ns);
     let patch = json!({ "apiVersion": "concord.io/v1alpha1", "kind": "DiscoveryCluster",
-        "spec": { "snapshots": { "every": "1s", "retain": 2, "location": format!("file://{}", env.dir.display()) } } });
+        "spec": { "snapshots": { "every": "1s", "retain": 2, "location": format!("file://{}", env.root.display()) } } });
     dcs.patch("consul", &PatchParams::apply("snap-test").force(), &Patch::Apply(&patch)).await.expect("schedule");
+
+    // A look-alike: someone's own ConsulSnapshot with the schedule's labels, pointing at
+    // a file that is not this cluster's. Pruning must never delete that file.
+    let foreign = env.root.join("other-ns").join("consul-0000").join("keep.snap");
+    std::fs::create_dir_all(foreign.parent().expect("parent")).expect("foreign dir");
+    std::fs::write(&foreign, b"another cluster's snapshot").expect("foreign file");
+    let decoy: ConsulSnapshot = serde_json::from_value(json!({
+        "apiVersion": "concord.io/v1alpha1", "kind": "ConsulSnapshot",
+        "metadata": { "name": "consul-19700101-000000", "namespace": env.ns,
+                      "labels": { "concord.io/snapshot-schedule": "consul", "concord.io/snapshot-slot": "0" } },
+        "spec": { "action": "Restore", "location": foreign.display().to_string() },
+    }))
+    .expect("decoy");
+    env.api().create(&PostParams::default(), &decoy).await.expect("decoy created");
+    let uid = dcs.get("consul").await.expect("dc").metadata.uid.expect("uid");
+    let own = env.root.join(&env.ns).join(format!("consul-{uid}"));
 
     let api = env.api();
     let seen = std::sync::Mutex::new(BTreeSet::new());
+    let decoy_name = Some("consul-19700101-000000");
     eventually("at least 4 scheduled saves, then exactly 2 kept with 2 files", Duration::from_secs(45), || async {
         let list = api.list(&ListParams::default().labels("concord.io/snapshot-schedule=consul")).await.ok()?;
         let mut seen = seen.lock().ok()?;
-        seen.extend(list.items.iter().map(|s| s.metadata.name.clone().unwrap_or_default()));
+        seen.extend(
+            list.items
+                .iter()
+                .filter(|s| s.metadata.name.as_deref() != decoy_name)
+                .map(|s| s.metadata.name.clone().unwrap_or_default()),
+        );
         let done: Vec<&ConsulSnapshot> = list
             .items
             .iter()
@@ -229,8 +275,8 @@ async fn a_schedule_keeps_exactly_retain_snapshots_and_their_files() {
                     .is_some_and(|c| c.status == "True")
             })
             .collect();
-        let pending = list.items.len() - done.len();
-        let files: Vec<String> = std::fs::read_dir(&env.dir)
+        let pending = list.items.iter().filter(|s| s.metadata.name.as_deref() != decoy_name).count() - done.len();
+        let files: Vec<String> = std::fs::read_dir(&own)
             .ok()?
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .filter(|n| n.ends_with(".snap"))
@@ -240,12 +286,14 @@ async fn a_schedule_keeps_exactly_retain_snapshots_and_their_files() {
     .await;
     // The kept files are the kept objects' files, each with its sidecar.
     let list = api.list(&ListParams::default().labels("concord.io/snapshot-schedule=consul")).await.expect("list");
-    for s in &list.items {
+    for s in list.items.iter().filter(|s| s.metadata.name.as_deref() != decoy_name) {
         let path = PathBuf::from(s.spec.location.trim_start_matches("file://"));
+        assert!(path.starts_with(&own), "{} is in the cluster's own folder {}", path.display(), own.display());
         assert!(path.exists(), "{} kept", path.display());
         assert!(PathBuf::from(format!("{}.sha256", path.display())).exists());
     }
-    let _ = std::fs::remove_dir_all(&env.dir);
+    assert!(foreign.exists(), "retention never deletes another cluster's file");
+    let _ = std::fs::remove_dir_all(&env.root);
 }
 
 /// S3 through a real S3-compatible server: `moto_server` (PyPI `moto[server]`), which
@@ -287,7 +335,8 @@ async fn s3_save_and_restore_through_a_local_s3_server() {
     .await;
     let key = format!("snaptest/{}/s3", env.ns);
     env.put(&key, "before").await;
-    env.create("s3-save", json!({ "action": "Save", "location": "s3://backups/consul/s1.snap" })).await;
+    env.create("s3-save", json!({ "action": "Save", "location": format!("s3://backups/{}/consul/s1.snap", env.ns) }))
+        .await;
     let saved = env.outcome("s3-save", "Saved").await;
     let sha = saved.status.as_ref().and_then(|s| s.sha256.clone()).expect("sha256");
     // Read back with signed requests, as any S3 client would.
@@ -300,7 +349,7 @@ async fn s3_save_and_restore_through_a_local_s3_server() {
         .with_secret_access_key("test")
         .build()
         .expect("S3 client");
-    let read = |key: &'static str| {
+    let read = |key: String| {
         let s3 = &s3;
         async move {
             use object_store::ObjectStore;
@@ -308,19 +357,27 @@ async fn s3_save_and_restore_through_a_local_s3_server() {
             got.bytes().await.expect("object body")
         }
     };
-    let object = read("consul/s1.snap").await;
+    let object = read(format!("{}/consul/s1.snap", env.ns)).await;
     assert!(!object.is_empty());
     assert_eq!(format!("{:x}", Sha256::digest(&object)), sha);
-    let sidecar = String::from_utf8(read("consul/s1.snap.sha256").await.to_vec()).expect("text");
+    let sidecar = String::from_utf8(read(format!("{}/consul/s1.snap.sha256", env.ns)).await.to_vec()).expect("text");
     assert!(sidecar.starts_with(&sha), "{sidecar}");
     env.put(&key, "after").await;
-    env.create("s3-restore", json!({ "action": "Restore", "location": "s3://backups/consul/s1.snap" })).await;
+    env.create(
+        "s3-restore",
+        json!({ "action": "Restore", "location": format!("s3://backups/{}/consul/s1.snap", env.ns) }),
+    )
+    .await;
     env.outcome("s3-restore", "Restored").await;
     eventually("old value back from S3", WAIT, || async {
         (env.kv(&key).await.as_deref() == Some("before")).then_some(())
     })
     .await;
-    env.create("s3-missing", json!({ "action": "Restore", "location": "s3://backups/consul/none.snap" })).await;
+    env.create(
+        "s3-missing",
+        json!({ "action": "Restore", "location": format!("s3://backups/{}/consul/none.snap", env.ns) }),
+    )
+    .await;
     env.outcome("s3-missing", "SnapshotNotFound").await;
 }
 

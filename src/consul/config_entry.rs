@@ -10,12 +10,29 @@ use super::error::{Error, Result};
 use super::{Client, ConsulIndex, QueryOptions, QueryResponse, null_default};
 
 pub const SERVICE_INTENTIONS: &str = "service-intentions";
+/// The one config entry kind without a Name field (its name is the kind).
+pub const MESH: &str = "mesh";
 
 /// What every config entry has; lets [`Client::config_entry_set`] name the entry in a
 /// CAS conflict and check its kind.
 pub trait ConfigEntry: Serialize {
     fn kind(&self) -> &str;
     fn name(&self) -> &str;
+}
+
+/// Any entry as Consul's JSON (`Kind` and `Name` fields), for kinds handled generically.
+impl ConfigEntry for serde_json::Value {
+    fn kind(&self) -> &str {
+        self.get("Kind").and_then(serde_json::Value::as_str).unwrap_or("")
+    }
+    /// The `mesh` entry has no Name field; Consul calls it `mesh`.
+    fn name(&self) -> &str {
+        match self.get("Name").and_then(serde_json::Value::as_str) {
+            Some(name) => name,
+            None if self.kind() == MESH => MESH,
+            None => "",
+        }
+    }
 }
 
 /// The `service-intentions` entry: every source allowed to, or denied from, reaching
@@ -184,6 +201,18 @@ impl Client {
             // Without cas, Consul answers an empty object, not a boolean.
             None => self.call_unit(&req).await,
         }
+    }
+
+    /// `GET /v1/discovery-chain/:service`: what Consul compiles the service's routers,
+    /// splitters and resolvers to (the `Chain` object).
+    pub async fn discovery_chain(
+        &self,
+        service: &str,
+        opts: &QueryOptions,
+    ) -> Result<QueryResponse<serde_json::Value>> {
+        let req = self.read(["v1", "discovery-chain", service], opts);
+        let resp = self.query::<serde_json::Value>(&req).await?;
+        Ok(resp.map(|mut v| v.get_mut("Chain").map(serde_json::Value::take).unwrap_or_default()))
     }
 
     /// The `service-intentions` entry for `destination`, if any.

@@ -151,9 +151,19 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// The first non-blank line of a body, lossily decoded and bounded in length: Consul's
 /// error answers are plain text, and a proxy in between may answer with a whole HTML page.
+/// A Go multierror ("1 error occurred:" then one `* ...` line per error) keeps its
+/// errors, joined on one line: the first line alone says nothing.
 pub(crate) fn first_line(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("");
+    let joined;
+    let line = if first.ends_with("occurred:") {
+        joined = std::iter::once(first).chain(lines).collect::<Vec<_>>().join(" ");
+        joined.as_str()
+    } else {
+        first
+    };
     if line.len() <= MESSAGE_LIMIT {
         return line.to_owned();
     }
@@ -251,6 +261,12 @@ mod tests {
         let text = e.to_string();
         assert!(text.starts_with(&format!("cannot talk to Consul at http://127.0.0.1:{port}")), "{text}");
         assert!(text.to_lowercase().contains("connection refused"), "the cause is missing: {text}");
+    }
+
+    #[test]
+    fn multierror_bodies_keep_their_errors() {
+        let body = b"Request decoding failed: 1 error occurred:\n\t* invalid config key \"Name\"\n\n";
+        assert_eq!(first_line(body), r#"Request decoding failed: 1 error occurred: * invalid config key "Name""#);
     }
 
     #[test]

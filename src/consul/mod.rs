@@ -28,7 +28,7 @@ pub use catalog::{
 };
 pub use client::{Client, ClientConfig};
 pub use config_entry::{
-    ConfigEntry, IntentionAction, IntentionHttpHeaderPermission, IntentionHttpPermission, IntentionPermission,
+    ConfigEntry, IntentionAction, IntentionHttpHeaderPermission, IntentionHttpPermission, IntentionPermission, MESH,
     SERVICE_INTENTIONS, ServiceIntentionsEntry, SourceIntention,
 };
 pub use error::{Error, Result};

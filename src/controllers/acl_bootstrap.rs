@@ -1,6 +1,8 @@
 //! ACL bootstrap of a DiscoveryCluster with `spec.acl.enabled`: bootstrap Consul's ACL
 //! system once, keep the bootstrap (management) token in a Secret, and create the
-//! controller's own least-privilege token, which concord uses from then on.
+//! controller's own token, which concord uses from then on. That token is limited to what
+//! the controllers use, but it holds `acl = "write"`, which in Consul is management-
+//! equivalent (see `CONTROLLER_RULES` and docs/security.md, Known limits).
 //!
 //! Decisions:
 //! - The bootstrap Secret (`spec.acl.bootstrapSecretName`, default
@@ -18,10 +20,11 @@
 //!
 //! The DiscoveryCluster controller calls [`ensure_bootstrapped`] and writes
 //! [`BootstrapOutcome::condition`] into its status.
+use crate::cluster::token_secret::read_secret_token;
+pub use crate::cluster::token_secret::{ACCESSOR_KEY, TOKEN_KEY, bootstrap_secret_name, controller_secret_name};
 use crate::consul::{self, AclLink, AclPolicy, AclToken, Token};
+use crate::context::{Context, FIELD_MANAGER};
 use crate::resources::{ConditionUpdate, DiscoveryCluster, find_condition};
-use crate::runtime::Context;
-use crate::runtime::context::FIELD_MANAGER;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -30,10 +33,6 @@ use std::collections::BTreeMap;
 
 /// Condition type the DiscoveryCluster reports the ACL bootstrap under.
 pub const ACL_BOOTSTRAPPED: &str = "ACLBootstrapped";
-/// Key of the token in both Secrets.
-pub const TOKEN_KEY: &str = "token";
-/// Key of the token's accessor (public ID) in both Secrets.
-pub const ACCESSOR_KEY: &str = "accessorId";
 
 /// What each rule of the controller's policy is for; the policy is exactly these.
 ///
@@ -59,20 +58,6 @@ pub const CONTROLLER_RULES: &[(&str, &str)] = &[
 /// The controller policy's rules (HCL), each preceded by a comment saying why.
 pub fn controller_policy_rules() -> String {
     CONTROLLER_RULES.iter().map(|(why, rule)| format!("# {why}\n{rule}\n")).collect::<Vec<_>>().join("\n")
-}
-
-/// Name of the Secret that keeps the bootstrap token.
-pub fn bootstrap_secret_name(dc: &DiscoveryCluster) -> String {
-    dc.spec
-        .acl
-        .as_ref()
-        .and_then(|a| a.bootstrap_secret_name.clone())
-        .unwrap_or_else(|| format!("{}-acl-bootstrap", dc.name_any()))
-}
-
-/// Name of the Secret that holds the controller's own token.
-pub fn controller_secret_name(cluster: &str) -> String {
-    format!("{cluster}-acl-controller")
 }
 
 /// Name of the controller's policy in Consul.
@@ -166,25 +151,6 @@ impl Error {
             Error::BootstrapTokenNotStored { .. } => "bootstrap_token_lost",
         }
     }
-}
-
-/// Reads a token from a Secret key; `None` when the Secret or key is missing or empty.
-pub(crate) async fn read_secret_token(
-    client: &kube::Client,
-    namespace: &str,
-    secret: &str,
-    key: &str,
-) -> Result<Option<Token>, kube::Error> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let Some(found) = api.get_opt(secret).await? else { return Ok(None) };
-    let text = found
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty());
-    Ok(text.map(Token::new))
 }
 
 fn token_secret(

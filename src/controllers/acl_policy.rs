@@ -7,15 +7,15 @@
 use super::{apply_status, drive, object_key, reconcile_with_finalizer, requeue_after_failure, watched_api};
 use crate::cluster::ClusterError;
 use crate::consul::{self, AclPolicy};
+use crate::context::Context;
 use crate::resources::{ACLPolicy, ACLPolicyStatus, ConditionUpdate, find_condition, set_condition, types};
-use crate::runtime::Context;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 
-const CONTROLLER: &str = "aclpolicy";
+pub(crate) const CONTROLLER: &str = "aclpolicy";
 /// Finalizer that deletes the Consul policy before the object goes.
 pub const FINALIZER: &str = "concord.io/aclpolicy";
 const RESYNC: Duration = Duration::from_secs(300);
@@ -146,6 +146,11 @@ async fn apply(p: Arc<ACLPolicy>, ctx: &Context) -> Result<Action, Error> {
         }
     };
     let desired = desired_policy(&p);
+    let acl_write = crate::cluster::tenancy::rules_grant_acl_write(&desired.rules);
+    if let Err(msg) = cluster.grants.policy(&desired.name, acl_write) {
+        report(ctx, &p, "NotGranted", msg).await?;
+        return Ok(Action::requeue(RESYNC));
+    }
     let result: Result<String, SyncError> = async {
         let existing = match find_existing(&cluster.consul, &p, &desired.name).await {
             Ok(e) => e,

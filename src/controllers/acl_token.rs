@@ -11,11 +11,12 @@
 //! `concord.io/revoke-accessors`, creates the new token, revokes the old, then clears the
 //! annotation. Delete revokes (finalizer; a token already gone counts as revoked).
 use super::{apply_status, drive, object_key, reconcile_with_finalizer, requeue_after_failure, watched_api};
-use crate::cluster::ClusterError;
+use crate::cluster::tenancy::rules_grant_acl_write;
+use crate::cluster::{ClusterError, ClusterHandle};
 use crate::consul::{self, AclLink, AclServiceIdentity, AclToken, Token};
+use crate::context::Context;
+use crate::context::FIELD_MANAGER;
 use crate::resources::{ACLToken, ACLTokenStatus, ConditionUpdate, find_condition, set_condition, types};
-use crate::runtime::Context;
-use crate::runtime::context::FIELD_MANAGER;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -26,7 +27,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-const CONTROLLER: &str = "acltoken";
+pub(crate) const CONTROLLER: &str = "acltoken";
 /// Finalizer that revokes the token before the object goes.
 pub const FINALIZER: &str = "concord.io/acltoken";
 /// Secret key of the SecretID.
@@ -241,6 +242,27 @@ async fn report(ctx: &Context, t: &ACLToken, reason: &'static str, message: Stri
     Ok(())
 }
 
+/// Whether the cluster's grants allow every policy and service identity the token
+/// names; `Err(reason)` when not. A policy's rules are read from Consul to find
+/// management-equivalent ones (`acl = "write"`) whatever their name.
+async fn granted(cluster: &ClusterHandle, t: &ACLToken) -> Result<Result<(), String>, Error> {
+    for name in &t.spec.policies {
+        let acl_write = match cluster.consul.acl_policy_read_by_name(name).await {
+            Ok(found) => found.is_some_and(|p| rules_grant_acl_write(&p.rules)),
+            Err(e) => return Err(Error::Consul(e)),
+        };
+        if let Err(msg) = cluster.grants.policy(name, acl_write) {
+            return Ok(Err(msg));
+        }
+    }
+    for identity in &t.spec.service_identities {
+        if let Err(msg) = cluster.grants.service_identity(&identity.service_name) {
+            return Ok(Err(msg));
+        }
+    }
+    Ok(Ok(()))
+}
+
 async fn revoke(consul: &consul::Client, accessor: &str) -> Result<(), consul::Error> {
     match consul.acl_token_delete(accessor).await {
         Ok(()) => Ok(()),
@@ -260,6 +282,10 @@ async fn apply(t: Arc<ACLToken>, ctx: &Context) -> Result<Action, Error> {
         }
     };
     let consul = &cluster.consul;
+    if let Err(msg) = granted(&cluster, &t).await? {
+        report(ctx, &t, "NotGranted", msg).await?;
+        return Ok(Action::requeue(RESYNC));
+    }
     let stored = match read_secret(ctx, &t).await? {
         Ok(s) => s,
         Err(msg) => {

@@ -6,8 +6,8 @@
 //! Services and EndpointSlices).
 use super::{report_ready_when_primed, watched_api};
 use crate::cluster::ClusterHandle;
+use crate::context::Context;
 use crate::resources::{DiscoveryCluster, ExternalSpec};
-use crate::runtime::Context;
 use crate::sync::status::StatusBoard;
 use crate::sync::{self, SyncConfig, SyncDefaults};
 use futures::StreamExt;
@@ -21,10 +21,10 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-const CONTROLLER: &str = "catalogsync";
+pub(crate) const CONTROLLER: &str = "catalogsync";
 
 /// The defaults for external clusters without `spec.sync`, from the controller flags.
-pub fn defaults(args: &crate::runtime::ControllerArgs) -> SyncDefaults {
+pub fn defaults(args: &crate::context::ControllerArgs) -> SyncDefaults {
     SyncDefaults {
         to_consul: args.sync_to_consul,
         default_sync: args.sync_default,

@@ -11,17 +11,18 @@
 //! For the same reason each template has its own rollout annotation
 //! ([`rollout_annotation`]).
 use super::{apply_status, object_key, report_ready_when_primed, requeue_after_failure, watched_api};
+use crate::context::Context;
 use crate::resources::{
     ConditionUpdate, ConfigTemplate, ConfigTemplateStatus, KeyRef, WorkloadKind, WorkloadRef, find_condition,
     set_condition, types,
 };
-use crate::runtime::Context;
 use crate::template::{self, ConsulSource, Dependency, Engine, Wait, WatchError, Watcher};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -31,7 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const CONTROLLER: &str = "configtemplate";
+pub(crate) const CONTROLLER: &str = "configtemplate";
 /// Re-check outputs and workloads this often even without a change (drift on a Secret
 /// output, which is not watched).
 const RESYNC: Duration = Duration::from_secs(300);
@@ -127,6 +128,8 @@ struct Latest {
 struct RenderFailure {
     message: String,
     transient: bool,
+    /// A read was refused (not granted by `spec.tenancy`, or by Consul's ACLs).
+    denied: bool,
 }
 
 struct Entry {
@@ -244,7 +247,8 @@ async fn reconcile_inner(ct: Arc<ConfigTemplate>, state: &Arc<State>) -> Result<
         Err(message) => return fail_permanently(state, &ct, &key, "InvalidWait", message).await,
     };
     let cluster = ctx.clusters.resolve(&ctx.client, &ns, ct.spec.cluster_ref.as_deref()).await?;
-    let fingerprint = format!("{}|{:?}|{:?}|{}", cluster.name, cluster.consul.addresses(), wait, text);
+    let fingerprint =
+        format!("{}|{:?}|{:?}|{:?}|{}", cluster.name, cluster.consul.addresses(), cluster.grants, wait, text);
 
     // Make sure the render task runs for exactly this spec; take its latest result.
     let lookup: Result<Option<Latest>, String> = {
@@ -257,7 +261,10 @@ async fn reconcile_inner(ct: Arc<ConfigTemplate>, state: &Arc<State>) -> Result<
                     Err(e) => Err(e.to_string()),
                     Ok(engine) => {
                         let latest = Arc::new(Mutex::new(None));
-                        let watcher = Watcher::new(Arc::new(ConsulSource::new(cluster.consul.clone())), wait);
+                        let watcher = Watcher::new(
+                            Arc::new(ConsulSource::with_grants(cluster.consul.clone(), cluster.grants.clone())),
+                            wait,
+                        );
                         let task = tokio::spawn(render_loop(
                             engine,
                             watcher,
@@ -283,12 +290,16 @@ async fn reconcile_inner(ct: Arc<ConfigTemplate>, state: &Arc<State>) -> Result<
     let rendered = match latest.result {
         Ok(output) => output,
         Err(failure) => {
-            let reason = if failure.transient { "ConsulUnavailable" } else { "RenderFailed" };
+            let reason = match (failure.denied, failure.transient) {
+                (true, _) => "PermissionDenied",
+                (false, true) => "ConsulUnavailable",
+                (false, false) => "RenderFailed",
+            };
             let was = find_condition(&previous.conditions, types::RENDERED).map(|c| c.message.clone());
             let mut status = rendered_status(&previous, generation, Err((reason, &failure.message)), &latest.deps, now);
             // The hash of the output kept in place, read from it: the cached object's status
             // may not show the last successful render's hash yet.
-            if let Some(bytes) = current_output(ctx, &ct, &ns).await? {
+            if let Current::Writable(Some(bytes)) = current_output(ctx, &ct, &ns).await? {
                 status.output_hash = Some(template::output_hash(&bytes));
             }
             apply_status(ctx, ct.as_ref(), &status).await.map_err(Error::Status)?;
@@ -305,7 +316,21 @@ async fn reconcile_inner(ct: Arc<ConfigTemplate>, state: &Arc<State>) -> Result<
     // Apply: output bytes, then rollout annotations, then status.
     let hash = template::output_hash(rendered.as_bytes());
     let manager = field_manager(&ct.name_any());
-    let (target, wrote) = write_output(ctx, &ct, &ns, &manager, &rendered).await?;
+    let current = match current_output(ctx, &ct, &ns).await? {
+        Current::NotOwned(message) => {
+            let was = find_condition(&previous.conditions, types::RENDERED).map(|c| c.message.clone());
+            let status = rendered_status(&previous, generation, Err(("OutputNotOwned", &message)), &latest.deps, now);
+            apply_status(ctx, ct.as_ref(), &status).await.map_err(Error::Status)?;
+            if was.as_deref() != Some(message.as_str()) {
+                ctx.event(&ct.object_ref(&()), true, "OutputNotOwned", "Render", message).await;
+            }
+            return Ok(Action::requeue(RESYNC));
+        }
+        Current::Writable(bytes) => Some(bytes),
+        Current::Absent => None,
+    };
+    let (target, wrote) =
+        write_output(ctx, &ct, &ns, &manager, &rendered, current.as_ref().map(Option::as_deref)).await?;
     let mut missing_workloads = Vec::new();
     for w in &ct.spec.rollout {
         if !annotate_workload(ctx, &ns, &manager, w, &rollout_annotation(&ct.name_any()), &hash).await? {
@@ -364,8 +389,11 @@ async fn render_loop(
             Ok(r) => r.deps.clone(),
             Err(_) => watcher.watched(),
         };
-        let result =
-            result.map(|r| r.output).map_err(|e| RenderFailure { message: e.to_string(), transient: e.is_transient() });
+        let result = result.map(|r| r.output).map_err(|e| RenderFailure {
+            message: e.to_string(),
+            transient: e.is_transient(),
+            denied: e.category() == "permission_denied",
+        });
         if let Ok(mut slot) = latest.lock() {
             *slot = Some(Latest { result, deps });
         }
@@ -374,8 +402,7 @@ async fn render_loop(
         }
         if transient {
             failures = failures.saturating_add(1);
-            let delay =
-                crate::runtime::context::backoff_delay(failures, rand::random::<f64>()).min(Duration::from_secs(30));
+            let delay = crate::context::backoff_delay(failures, rand::random::<f64>()).min(Duration::from_secs(30));
             tokio::time::sleep(delay).await;
             continue;
         }
@@ -384,9 +411,36 @@ async fn render_loop(
     }
 }
 
-/// Writes the output key when its bytes differ; returns a description and whether it wrote.
-/// The bytes the output key holds now, if any: the last good output.
-async fn current_output(ctx: &Context, ct: &ConfigTemplate, ns: &str) -> Result<Option<Vec<u8>>, Error> {
+/// Label that lets ConfigTemplates write into an existing ConfigMap or Secret they did
+/// not create (set by whoever may edit that object).
+pub const OUTPUT_LABEL: &str = "concord.io/template-output";
+
+/// Whether a ConfigTemplate may write into an existing output object: one that a
+/// ConfigTemplate made (an owner reference to one), or labelled [`OUTPUT_LABEL`]`=true`.
+/// Anything else (the ACL bootstrap Secret, an app's own ConfigMap) is not taken over.
+pub fn output_writable(meta: &kube::api::ObjectMeta) -> bool {
+    let made_by_a_template = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == ConfigTemplate::kind(&()) && o.api_version == ConfigTemplate::api_version(&()));
+    let labelled = meta.labels.as_ref().and_then(|l| l.get(OUTPUT_LABEL)).is_some_and(|v| v == "true");
+    made_by_a_template || labelled
+}
+
+/// The output object as it is now.
+enum Current {
+    /// Does not exist: the template may create it.
+    Absent,
+    /// Exists and the template may write it; the output key's bytes, if any.
+    Writable(Option<Vec<u8>>),
+    /// Exists and belongs to something else: never written, never read further.
+    NotOwned(String),
+}
+
+/// The output object now: absent, writable (with the output key's bytes, the last good
+/// output), or not the template's to write.
+async fn current_output(ctx: &Context, ct: &ConfigTemplate, ns: &str) -> Result<Current, Error> {
     if let Some(KeyRef { name, key }) = &ct.spec.output.config_map {
         let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
         let current = api.get_opt(name).await.map_err(|source| Error::Output {
@@ -394,23 +448,71 @@ async fn current_output(ctx: &Context, ct: &ConfigTemplate, ns: &str) -> Result<
             name: name.clone(),
             source,
         })?;
-        return Ok(current.and_then(|c| c.data).and_then(|mut d| d.remove(key)).map(String::into_bytes));
+        return Ok(match current {
+            None => Current::Absent,
+            Some(c) if !output_writable(&c.metadata) => Current::NotOwned(not_owned("ConfigMap", name)),
+            Some(c) => Current::Writable(c.data.and_then(|mut d| d.remove(key)).map(String::into_bytes)),
+        });
     }
     if let Some(KeyRef { name, key }) = &ct.spec.output.secret {
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+        // Metadata first: a Secret that is not the template's is never read.
+        let meta = api.get_metadata_opt(name).await.map_err(|source| Error::Output {
+            kind: "Secret",
+            name: name.clone(),
+            source,
+        })?;
+        match meta {
+            None => return Ok(Current::Absent),
+            Some(m) if !output_writable(&m.metadata) => return Ok(Current::NotOwned(not_owned("Secret", name))),
+            Some(_) => {}
+        }
         let current =
             api.get_opt(name).await.map_err(|source| Error::Output { kind: "Secret", name: name.clone(), source })?;
-        return Ok(current.and_then(|c| c.data).and_then(|mut d| d.remove(key)).map(|v| v.0));
+        return Ok(match current {
+            None => Current::Absent,
+            Some(c) => Current::Writable(c.data.and_then(|mut d| d.remove(key)).map(|v| v.0)),
+        });
     }
-    Ok(None)
+    Ok(Current::Absent)
 }
 
+fn not_owned(kind: &str, name: &str) -> String {
+    format!(
+        "{kind} {name} exists and was not made by a ConfigTemplate; not overwritten (whoever may edit it can label it {OUTPUT_LABEL}=true)"
+    )
+}
+
+/// Creates an absent output object, empty but owner-referenced, with a plain create: if
+/// someone else created it since [`current_output`] looked, the create fails (409) and
+/// the next reconcile finds an object that is not the template's. Server-side apply
+/// alone would take such an object over.
+async fn create_shell<K>(
+    api: &Api<K>,
+    name: &str,
+    manager: &str,
+    owner: Option<&OwnerReference>,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug + Default,
+{
+    let mut shell = K::default();
+    shell.meta_mut().name = Some(name.to_string());
+    shell.meta_mut().owner_references = owner.map(|o| vec![o.clone()]);
+    let params = PostParams { field_manager: Some(manager.to_string()), ..Default::default() };
+    api.create(&params, &shell).await.map(|_| ())
+}
+
+/// Writes the output key when its bytes differ; returns a description and whether it
+/// wrote. `current` is what [`current_output`] found: `None` when the object is absent
+/// (it is created first), else the output key's bytes (never `NotOwned`).
 async fn write_output(
     ctx: &Context,
     ct: &ConfigTemplate,
     ns: &str,
     manager: &str,
     output: &str,
+    current: Option<Option<&[u8]>>,
 ) -> Result<(String, bool), Error> {
     let owner = ct.controller_owner_ref(&()).map(|mut o| {
         // Several templates may share one output object; only one owner may be the controller.
@@ -422,8 +524,10 @@ async fn write_output(
         let target = format!("ConfigMap {name} key {key}");
         let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
         let err = |source| Error::Output { kind: "ConfigMap", name: name.clone(), source };
-        if current_output(ctx, ct, ns).await?.as_deref() == Some(output.as_bytes()) {
-            return Ok((target, false));
+        match current {
+            Some(bytes) if bytes == Some(output.as_bytes()) => return Ok((target, false)),
+            Some(_) => {}
+            None => create_shell(&api, name, manager, owner.as_ref()).await.map_err(err)?,
         }
         let patch = serde_json::json!({
             "apiVersion": "v1", "kind": "ConfigMap",
@@ -437,8 +541,10 @@ async fn write_output(
         let target = format!("Secret {name} key {key}");
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
         let err = |source| Error::Output { kind: "Secret", name: name.clone(), source };
-        if current_output(ctx, ct, ns).await?.as_deref() == Some(output.as_bytes()) {
-            return Ok((target, false));
+        match current {
+            Some(bytes) if bytes == Some(output.as_bytes()) => return Ok((target, false)),
+            Some(_) => {}
+            None => create_shell(&api, name, manager, owner.as_ref()).await.map_err(err)?,
         }
         let data: BTreeMap<String, ByteString> = [(key.clone(), ByteString(output.as_bytes().to_vec()))].into();
         let patch = serde_json::json!({

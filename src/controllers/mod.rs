@@ -5,6 +5,7 @@ pub mod acl_bootstrap;
 pub mod acl_policy;
 pub mod acl_token;
 pub mod catalog_sync;
+pub mod config_entry;
 pub mod config_template;
 pub mod consul_watch;
 pub mod discovery_cluster;
@@ -13,8 +14,12 @@ pub mod service_intention;
 pub mod snapshot;
 pub mod snapshot_schedule;
 
-use crate::runtime::Context;
-use crate::runtime::context::FIELD_MANAGER;
+pub use crate::context::watched_api;
+use crate::context::{Context, FIELD_MANAGER, Runner};
+use crate::resources::{
+    ExportedServices, Mesh, ProxyDefaults, ServiceDefaults, ServiceIntention, ServiceResolver, ServiceRouter,
+    ServiceSplitter,
+};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -23,34 +28,26 @@ use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::sync::Arc;
 
-/// Runs every controller until `stopped()` resolves; returns when all have stopped.
-pub async fn run_all<F>(ctx: Arc<Context>, stopped: impl Fn() -> F)
-where
-    F: Future<Output = ()> + Send + Sync + 'static,
-{
-    futures::future::join_all([
-        tokio::spawn(discovery_cluster::run(ctx.clone(), stopped())),
-        tokio::spawn(catalog_sync::run(ctx.clone(), stopped())),
-        tokio::spawn(kv_config::run(ctx.clone(), stopped())),
-        tokio::spawn(service_intention::run(ctx.clone(), stopped())),
-        tokio::spawn(config_template::run(ctx.clone(), stopped())),
-        tokio::spawn(acl_policy::run(ctx.clone(), stopped())),
-        tokio::spawn(acl_token::run(ctx.clone(), stopped())),
-        tokio::spawn(snapshot::run(ctx.clone(), stopped())),
-        tokio::spawn(snapshot_schedule::run(ctx.clone(), stopped())),
-    ])
-    .await;
-}
-
-/// An `Api<K>` over the namespaces this controller watches.
-pub fn watched_api<K>(ctx: &Context) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match &ctx.args.namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    }
+/// Every controller, in the order the runtime starts them.
+pub fn all() -> Vec<Runner> {
+    vec![
+        Runner { name: discovery_cluster::CONTROLLER, run: |ctx, stop| Box::pin(discovery_cluster::run(ctx, stop)) },
+        Runner { name: catalog_sync::CONTROLLER, run: |ctx, stop| Box::pin(catalog_sync::run(ctx, stop)) },
+        Runner { name: kv_config::CONTROLLER, run: |ctx, stop| Box::pin(kv_config::run(ctx, stop)) },
+        config_entry::runner::<ServiceIntention>(),
+        config_entry::runner::<ServiceDefaults>(),
+        config_entry::runner::<ServiceResolver>(),
+        config_entry::runner::<ServiceRouter>(),
+        config_entry::runner::<ServiceSplitter>(),
+        config_entry::runner::<ProxyDefaults>(),
+        config_entry::runner::<Mesh>(),
+        config_entry::runner::<ExportedServices>(),
+        Runner { name: config_template::CONTROLLER, run: |ctx, stop| Box::pin(config_template::run(ctx, stop)) },
+        Runner { name: acl_policy::CONTROLLER, run: |ctx, stop| Box::pin(acl_policy::run(ctx, stop)) },
+        Runner { name: acl_token::CONTROLLER, run: |ctx, stop| Box::pin(acl_token::run(ctx, stop)) },
+        Runner { name: snapshot::CONTROLLER, run: |ctx, stop| Box::pin(snapshot::run(ctx, stop)) },
+        Runner { name: snapshot_schedule::CONTROLLER, run: |ctx, stop| Box::pin(snapshot_schedule::run(ctx, stop)) },
+    ]
 }
 
 /// Writes `.status` by server-side apply with concord's one field manager.

@@ -9,24 +9,35 @@
 //! rather than repeated, since replacing Consul's state twice on a guess is worse than
 //! asking a person. Deleting a ConsulSnapshot object never deletes its file: only a
 //! schedule's pruning does (`snapshot_schedule`).
+//!
+//! Scope: a namespace saves and restores only under `<root>/<namespace>/<folder>/<file>`
+//! ([`location_granted`]), so no namespace overwrites or restores another's snapshots;
+//! the DiscoveryCluster owner may allow restores from more (`spec.tenancy.restoreFrom`).
 use super::{apply_status, drive, object_key, requeue_after_failure, watched_api};
 use crate::cluster::ClusterError;
 use crate::consul::{self, QueryOptions};
+use crate::context::Context;
 use crate::resources::{
     ConditionUpdate, ConsulSnapshot, ConsulSnapshotStatus, SnapshotAction, find_condition, set_condition, types,
 };
-use crate::runtime::Context;
 use crate::snapshot::{Location, SnapshotFile, StoreError};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 
-const CONTROLLER: &str = "consulsnapshot";
+pub(crate) const CONTROLLER: &str = "consulsnapshot";
 
 /// `Complete=False` reasons after which the object is finished for good.
-const TERMINAL_REASONS: &[&str] =
-    &["InvalidLocation", "SnapshotNotFound", "ChecksumMismatch", "ChecksumUnknown", "RestoreFailed", "Interrupted"];
+const TERMINAL_REASONS: &[&str] = &[
+    "InvalidLocation",
+    "LocationNotGranted",
+    "SnapshotNotFound",
+    "ChecksumMismatch",
+    "ChecksumUnknown",
+    "RestoreFailed",
+    "Interrupted",
+];
 const RUNNING: &str = "Running";
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +65,8 @@ enum OpError {
     Store(#[from] StoreError),
     #[error("Consul refused the restore: {0}")]
     Restore(#[source] consul::Error),
+    #[error("{0}")]
+    NotGranted(String),
 }
 
 impl OpError {
@@ -63,6 +76,7 @@ impl OpError {
             OpError::ConsulUnreachable(_) => "ConsulUnreachable",
             OpError::Store(e) => e.reason(),
             OpError::Restore(_) => "RestoreFailed",
+            OpError::NotGranted(_) => "LocationNotGranted",
         }
     }
 
@@ -71,6 +85,7 @@ impl OpError {
             OpError::Cluster(e) => e.category(),
             OpError::ConsulUnreachable(e) | OpError::Restore(e) => e.category(),
             OpError::Store(e) => e.category(),
+            OpError::NotGranted(_) => "tenancy",
         }
     }
 
@@ -79,7 +94,7 @@ impl OpError {
         match self {
             OpError::Cluster(_) | OpError::ConsulUnreachable(_) => true,
             OpError::Store(e) => e.is_transient(),
-            OpError::Restore(_) => false,
+            OpError::Restore(_) | OpError::NotGranted(_) => false,
         }
     }
 }
@@ -110,9 +125,37 @@ pub fn phase(action: SnapshotAction, status: &ConsulSnapshotStatus) -> Phase {
     }
 }
 
+/// Whether a namespace may use a snapshot location (pure): its own,
+/// `<root>/<namespace>/<folder>/<file>`, for Save and Restore; and for a Restore also
+/// what the DiscoveryCluster's `spec.tenancy.restoreFrom` lists.
+pub fn location_granted(
+    action: SnapshotAction,
+    namespace: &str,
+    location: &Location,
+    raw: &str,
+    grants: &crate::cluster::Grants,
+) -> Result<(), String> {
+    if location.namespace_segment().as_deref() == Some(namespace) {
+        return Ok(());
+    }
+    if action == SnapshotAction::Restore && grants.restore_from(raw) {
+        return Ok(());
+    }
+    Err(format!(
+        "{raw} is not this namespace's: snapshots of namespace {namespace} live at <root>/{namespace}/<folder>/<file>{}",
+        if action == SnapshotAction::Restore {
+            " (or where the DiscoveryCluster's spec.tenancy.restoreFrom allows)"
+        } else {
+            ""
+        }
+    ))
+}
+
 async fn save(ctx: &Context, snap: &ConsulSnapshot, location: &Location) -> Result<Done, OpError> {
     let ns = snap.namespace().unwrap_or_default();
     let cluster = ctx.clusters.resolve(&ctx.client, &ns, snap.spec.cluster_ref.as_deref()).await?;
+    location_granted(SnapshotAction::Save, &ns, location, &snap.spec.location, &cluster.grants)
+        .map_err(OpError::NotGranted)?;
     let file = SnapshotFile::open(location, &ctx.args.snapshot_store)?;
     let resp = cluster.consul.snapshot_save(&QueryOptions::default()).await.map_err(OpError::ConsulUnreachable)?;
     let written = file.save(resp.value).await?;
@@ -122,6 +165,8 @@ async fn save(ctx: &Context, snap: &ConsulSnapshot, location: &Location) -> Resu
 async fn restore(ctx: &Context, snap: &ConsulSnapshot, location: &Location) -> Result<Done, OpError> {
     let ns = snap.namespace().unwrap_or_default();
     let cluster = ctx.clusters.resolve(&ctx.client, &ns, snap.spec.cluster_ref.as_deref()).await?;
+    location_granted(SnapshotAction::Restore, &ns, location, &snap.spec.location, &cluster.grants)
+        .map_err(OpError::NotGranted)?;
     // Reachability first: a failure here sent nothing, so it is safe to retry.
     cluster.consul.status_leader().await.map_err(OpError::ConsulUnreachable)?;
     let file = SnapshotFile::open(location, &ctx.args.snapshot_store)?;
@@ -225,6 +270,30 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_namespace_uses_only_its_own_snapshot_locations() {
+        use crate::cluster::Grants;
+        let loc = |s: &str| Location::parse_file(s).expect("location");
+        let none = Grants::default();
+        let own = "s3://bkt/team-a/consul-1/x.snap";
+        assert!(location_granted(SnapshotAction::Save, "team-a", &loc(own), own, &none).is_ok());
+        assert!(location_granted(SnapshotAction::Restore, "team-a", &loc(own), own, &none).is_ok());
+        let theirs = "s3://bkt/team-b/consul-1/x.snap";
+        assert!(location_granted(SnapshotAction::Restore, "team-a", &loc(theirs), theirs, &none).is_err());
+        assert!(location_granted(SnapshotAction::Save, "team-a", &loc(theirs), theirs, &none).is_err());
+        let nested = "/snap/team-b/consul-1/team-a/x.snap";
+        assert!(location_granted(SnapshotAction::Save, "team-a", &loc(nested), nested, &none).is_err());
+        let flat = "/snap/x.snap";
+        assert!(location_granted(SnapshotAction::Save, "snap", &loc(flat), flat, &none).is_err());
+        let legacy = Grants::declared(crate::resources::TenancySpec {
+            restore_from: vec!["s3://bkt/legacy/".into()],
+            ..Default::default()
+        });
+        let old = "s3://bkt/legacy/consul-x.snap";
+        assert!(location_granted(SnapshotAction::Restore, "team-a", &loc(old), old, &legacy).is_ok());
+        assert!(location_granted(SnapshotAction::Save, "team-a", &loc(old), old, &legacy).is_err(), "saves never");
+    }
 
     fn with(reason: &str, ok: bool) -> ConsulSnapshotStatus {
         let now = k8s_openapi::jiff::Timestamp::from_second(1).expect("time");

@@ -9,12 +9,16 @@
 //! are kept while they are among the newest `retain` objects, so a current failure stays
 //! visible. Removing `spec.snapshots` stops the schedule and prunes nothing. The objects
 //! are owned by the cluster (garbage-collected with it); their files are not deleted then.
+//!
+//! Files go to `<location>/<namespace>/<cluster>-<uid>/<cluster>-<slot>.snap`
+//! ([`scoped_dir`]), and pruning deletes files only inside that folder, of objects this
+//! cluster owns: retention never deletes another cluster's files.
 use super::{drive, object_key, requeue_after_failure, watched_api};
+use crate::context::Context;
+use crate::context::FIELD_MANAGER;
 use crate::resources::{
     ConsulSnapshot, ConsulSnapshotSpec, DiscoveryCluster, SnapshotAction, find_condition, parse_duration, types,
 };
-use crate::runtime::Context;
-use crate::runtime::context::FIELD_MANAGER;
 use crate::snapshot::{Location, SnapshotFile};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -24,7 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-const CONTROLLER: &str = "snapshotschedule";
+pub(crate) const CONTROLLER: &str = "snapshotschedule";
 /// Label naming the DiscoveryCluster whose schedule made a ConsulSnapshot.
 pub const SCHEDULE_LABEL: &str = "concord.io/snapshot-schedule";
 /// Label holding the slot's start (Unix seconds), the order of scheduled snapshots.
@@ -129,9 +133,17 @@ fn existing(snap: &ConsulSnapshot) -> Option<Existing> {
     Some(Existing { name: snap.name_any(), slot, state: state_of(snap) })
 }
 
+/// This cluster's own folder inside the schedule's `location`:
+/// `<location>/<namespace>/<cluster>-<uid>/`. Two clusters of one name in two
+/// namespaces, or a cluster deleted and made again, never share files.
+pub fn scoped_dir(dc: &DiscoveryCluster, dir: &Location) -> Location {
+    let uid = dc.uid().unwrap_or_default();
+    dir.child(&dc.namespace().unwrap_or_default()).child(&format!("{}-{uid}", dc.name_any()))
+}
+
 fn new_snapshot(dc: &DiscoveryCluster, dir: &Location, slot: i64) -> ConsulSnapshot {
     let name = snapshot_name(&dc.name_any(), slot);
-    let location = dir.child(&format!("{name}.snap"));
+    let location = scoped_dir(dc, dir).child(&format!("{name}.snap"));
     let mut snap = ConsulSnapshot::new(
         &name,
         ConsulSnapshotSpec {
@@ -175,7 +187,18 @@ async fn reconcile(dc: Arc<DiscoveryCluster>, ctx: Arc<Context>) -> Result<Actio
     let ns = dc.namespace().unwrap_or_default();
     let api: Api<ConsulSnapshot> = Api::namespaced(ctx.client.clone(), &ns);
     let selector = format!("{SCHEDULE_LABEL}={}", dc.name_any());
-    let objects = api.list(&ListParams::default().labels(&selector)).await.map_err(Error::Kube)?.items;
+    // Only objects this cluster's schedule made (owned by it): a look-alike label on
+    // someone's own ConsulSnapshot does not put its file up for pruning.
+    let uid = dc.uid().unwrap_or_default();
+    let objects: Vec<ConsulSnapshot> = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::Kube)?
+        .items
+        .into_iter()
+        .filter(|o| o.owner_references().iter().any(|r| r.uid == uid))
+        .collect();
+    let own_dir = scoped_dir(&dc, &dir);
     let found: Vec<Existing> = objects.iter().filter_map(existing).collect();
     let plan = plan(&found, now.as_second(), every, retain);
 
@@ -190,7 +213,13 @@ async fn reconcile(dc: Arc<DiscoveryCluster>, ctx: Arc<Context>) -> Result<Actio
     for name in &plan.prune {
         let Some(obj) = objects.iter().find(|o| &o.name_any() == name) else { continue };
         // The file first: an object whose file could not be deleted stays, to try again.
+        // Never a file outside this cluster's own folder (another cluster's, or one
+        // written before locations were scoped): the object goes, the file stays.
         let deleted = match Location::parse_file(&obj.spec.location) {
+            Ok(loc) if !loc.is_within(&own_dir) => {
+                tracing::info!(snapshot = %name, location = %loc, "pruning keeps a file outside the cluster's own folder");
+                Ok(())
+            }
             Ok(loc) => match SnapshotFile::open(&loc, &ctx.args.snapshot_store) {
                 Ok(file) => file.delete().await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),

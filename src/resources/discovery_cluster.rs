@@ -67,6 +67,11 @@ pub struct DiscoveryClusterSpec {
     /// Connect to an existing Consul instead of running one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalSpec>,
+    /// What the concord objects of this namespace (KVConfig, ACLToken, ACLPolicy,
+    /// ServiceIntention, ConfigTemplate, ConsulSnapshot) may do in this Consul; see
+    /// docs/security.md. Management-equivalent ACLs are refused unless granted here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenancy: Option<TenancySpec>,
 }
 
 fn default_replicas() -> i32 {
@@ -77,6 +82,42 @@ fn default_image() -> String {
 }
 fn default_datacenter() -> String {
     "dc1".to_string()
+}
+
+/// The grants of a cluster's namespace: whoever may create concord objects there may do
+/// only this in Consul through concord, whatever the controller's own token allows.
+/// Each list, once set, is the whole grant of its kind (an empty list grants nothing);
+/// an unset list keeps concord's default for its kind (anything, management aside).
+/// A pattern ending in `*` matches names that start with what precedes it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenancySpec {
+    /// KV prefixes KVConfig objects may write and ConfigTemplates may read, e.g. `app/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub kv_prefixes: Option<Vec<String>>,
+    /// Consul policy names ACLTokens may carry and ACLPolicies may create.
+    /// `global-management`, and any policy whose rules hold `acl = "write"`, are allowed
+    /// only when this lists `global-management` by exact name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub policies: Option<Vec<String>>,
+    /// Service names ACLTokens may carry as service identities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub service_identities: Option<Vec<String>>,
+    /// Services whose ServiceIntentions (as destination) and service config entries
+    /// (ServiceDefaults, ServiceResolver, ServiceRouter, ServiceSplitter) objects in this
+    /// namespace may write; the cluster-wide entries (ProxyDefaults, Mesh,
+    /// ExportedServices) need `*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub intention_destinations: Option<Vec<String>>,
+    /// Snapshot locations (prefixes, e.g. `s3://backups/legacy/`) a Restore may read
+    /// besides this namespace's own (`<root>/<namespace>/<folder>/<file>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub restore_from: Vec<String>,
 }
 
 /// Persistent volume of each server.
@@ -137,6 +178,12 @@ pub struct SyncSpec {
     /// Create ServiceIntention objects for intentions in Consul that no object manages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import_intentions: Option<bool>,
+    /// Kinds (e.g. `ServiceDefaults`, `ServiceResolver`) whose Consul config entries that
+    /// no object manages become objects of that kind, named like the entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, k in ['ServiceIntention', 'ServiceDefaults', 'ServiceResolver', 'ServiceRouter', 'ServiceSplitter', 'ProxyDefaults', 'Mesh', 'ExportedServices'])").message("importConfigEntries names config-entry kinds concord manages"))]
+    #[schemars(length(max = 16))]
+    pub import_config_entries: Vec<String>,
     /// How often the full anti-entropy comparison runs (Go duration, default 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::optional_duration_schema")]

@@ -41,7 +41,8 @@ pub struct KVConfigSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub from_config_map: Vec<KvSource>,
-    /// Every key of these Secrets becomes a key under the prefix.
+    /// Every key of these Secrets becomes a key under the prefix. Each Secret must carry
+    /// the label `concord.io/kv-source: "true"` (set by whoever may edit it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub from_secret: Vec<KvSource>,

@@ -2,20 +2,36 @@
 //! printer columns and status shapes the API server enforces. Pure data; no I/O here.
 mod acl;
 mod conditions;
+mod config_entry;
 mod config_template;
 mod discovery_cluster;
 mod duration;
+mod exported_services;
 mod kv_config;
+mod mesh;
+mod proxy_defaults;
+mod service_defaults;
 mod service_intention;
+mod service_resolver;
+mod service_router;
+mod service_splitter;
 mod snapshot;
 
 pub use acl::*;
 pub use conditions::*;
+pub use config_entry::*;
 pub use config_template::*;
 pub use discovery_cluster::*;
 pub use duration::*;
+pub use exported_services::*;
 pub use kv_config::*;
+pub use mesh::*;
+pub use proxy_defaults::*;
+pub use service_defaults::*;
 pub use service_intention::*;
+pub use service_resolver::*;
+pub use service_router::*;
+pub use service_splitter::*;
 pub use snapshot::*;
 
 use schemars::JsonSchema;

@@ -1,6 +1,6 @@
 //! `ServiceIntention`: the Consul `service-intentions` config entry of one destination,
 //! with L4 allow/deny sources or L7 permissions.
-use super::Condition;
+use super::ConfigEntryStatus;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
     version = "v1alpha1",
     kind = "ServiceIntention",
     namespaced,
-    status = "ServiceIntentionStatus",
+    status = "ConfigEntryStatus",
     shortname = "si",
     category = "concord",
     doc = "Consul service intentions for one destination service.",
@@ -143,16 +143,5 @@ pub struct HeaderMatch {
     pub invert: Option<bool>,
 }
 
-/// Observed state of an intention.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ServiceIntentionStatus {
-    /// Standard conditions: Synced.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// ModifyIndex of the config entry concord last wrote.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consul_modify_index: Option<u64>,
-}
+/// The status every config-entry kind shares (kept under its old name).
+pub type ServiceIntentionStatus = super::ConfigEntryStatus;

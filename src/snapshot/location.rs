@@ -83,6 +83,39 @@ impl Location {
         }
     }
 
+    /// Path segments: a local path's components after `/`, or an object key split on `/`.
+    pub fn segments(&self) -> Vec<String> {
+        match self {
+            Location::Local { path } => path
+                .components()
+                .filter_map(|c| match c {
+                    Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+                    _ => None,
+                })
+                .collect(),
+            Location::S3 { key, .. } => key.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        }
+    }
+
+    /// The namespace a snapshot file belongs to: in `<root>/<namespace>/<folder>/<file>`,
+    /// the third segment from the end. ConsulSnapshot objects save and restore only
+    /// under their own namespace there, so no namespace reads or overwrites another's.
+    pub fn namespace_segment(&self) -> Option<String> {
+        let segments = self.segments();
+        segments.len().checked_sub(3).map(|i| segments[i].clone())
+    }
+
+    /// Whether this location lies inside the folder `dir` (same store, whole segments).
+    pub fn is_within(&self, dir: &Location) -> bool {
+        let same_store = match (self, dir) {
+            (Location::Local { .. }, Location::Local { .. }) => true,
+            (Location::S3 { bucket: a, .. }, Location::S3 { bucket: b, .. }) => a == b,
+            _ => false,
+        };
+        let (mine, theirs) = (self.segments(), dir.segments());
+        same_store && mine.len() > theirs.len() && mine.starts_with(&theirs)
+    }
+
     /// The checksum file that sits next to this snapshot (`<file>.sha256`).
     pub fn sidecar(&self) -> Location {
         match self {
@@ -136,6 +169,27 @@ pub fn parse_sidecar(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_namespace_is_the_third_segment_from_the_end() {
+        let local = Location::parse_file("/var/lib/concord/snapshots/team-a/consul-1234/x.snap").expect("local");
+        assert_eq!(local.namespace_segment().as_deref(), Some("team-a"));
+        let s3 = Location::parse_file("s3://backups/team-b/consul-1234/x.snap").expect("s3");
+        assert_eq!(s3.namespace_segment().as_deref(), Some("team-b"));
+        assert_eq!(Location::parse_file("s3://backups/x.snap").expect("s3").namespace_segment(), None);
+        assert_eq!(Location::parse_file("/x/y.snap").expect("short").namespace_segment(), None);
+    }
+
+    #[test]
+    fn within_a_folder_means_same_store_and_whole_segments() {
+        let dir = Location::parse_dir("s3://backups/a/consul-1").expect("dir");
+        assert!(Location::parse_file("s3://backups/a/consul-1/x.snap").expect("f").is_within(&dir));
+        assert!(!Location::parse_file("s3://backups/a/consul-12/x.snap").expect("f").is_within(&dir));
+        assert!(!Location::parse_file("s3://other/a/consul-1/x.snap").expect("f").is_within(&dir));
+        assert!(!Location::parse_file("/a/consul-1/x.snap").expect("f").is_within(&dir));
+        let local = Location::parse_dir("/snapshots/a/consul-1/").expect("dir");
+        assert!(Location::parse_file("/snapshots/a/consul-1/x.snap").expect("f").is_within(&local));
+    }
 
     #[test]
     fn local_paths_and_file_urls_are_the_same_place() {

@@ -2,6 +2,7 @@
 //! optionally a blocking query) and its Consul implementation, the only I/O edge of the
 //! template engine.
 use super::deps::{Data, Dependency, KvEntry, ServiceInstance, ServiceSummary};
+use crate::cluster::Grants;
 use crate::consul::{self, CheckStatus, ConsulIndex, QueryOptions};
 use futures::future::BoxFuture;
 use std::time::Duration;
@@ -43,11 +44,28 @@ pub trait DataSource: Send + Sync + 'static {
 #[derive(Clone, Debug)]
 pub struct ConsulSource {
     client: consul::Client,
+    grants: Grants,
 }
 
 impl ConsulSource {
+    /// Reads whatever `client`'s token may (`concord render`).
     pub fn new(client: consul::Client) -> Self {
-        Self { client }
+        Self { client, grants: Grants::default() }
+    }
+
+    /// Reads KV only under the prefixes `grants` allows (a ConfigTemplate reads with
+    /// the controller's token, so its namespace's grants bound it); any other key is
+    /// refused as permission denied, without a call to Consul.
+    pub fn with_grants(client: consul::Client, grants: Grants) -> Self {
+        Self { client, grants }
+    }
+
+    fn check_kv(&self, key: &str) -> Result<(), consul::Error> {
+        self.grants.kv(key).map_err(|message| consul::Error::PermissionDenied {
+            method: reqwest::Method::GET,
+            path: format!("/v1/kv/{key}"),
+            message,
+        })
     }
 }
 
@@ -66,11 +84,13 @@ impl DataSource for ConsulSource {
             let err = |source| SourceError { dependency: dep.clone(), source };
             match dep {
                 Dependency::Key(key) => {
+                    self.check_kv(key).map_err(err)?;
                     let resp = self.client.kv_get(key, &opts).await.map_err(err)?;
                     let value = resp.value.map(|p| String::from_utf8_lossy(&p.value).into_owned());
                     Ok(Fetched { index: resp.index, data: Data::Key(value) })
                 }
                 Dependency::Prefix(prefix) => {
+                    self.check_kv(prefix).map_err(err)?;
                     let resp = self.client.kv_list(prefix, &opts).await.map_err(err)?;
                     Ok(Fetched { index: resp.index, data: Data::Prefix(prefix_entries(prefix, resp.value)) })
                 }

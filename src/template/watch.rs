@@ -187,7 +187,7 @@ async fn watch_one<S: DataSource>(
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let delay = crate::runtime::context::backoff_delay(failures, rand::random::<f64>()).min(BACKOFF_CAP);
+                let delay = crate::context::backoff_delay(failures, rand::random::<f64>()).min(BACKOFF_CAP);
                 tracing::warn!(dependency = %dep, error = %e, retry_in = ?delay, "template watch failed");
                 tokio::time::sleep(delay).await;
             }

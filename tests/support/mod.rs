@@ -4,8 +4,8 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use clap::Parser;
+use concord::context::ControllerArgs;
 use concord::crdgen;
-use concord::runtime::ControllerArgs;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 use std::future::Future;
@@ -62,7 +62,9 @@ pub async fn start_controller(client: kube::Client, namespace: &str, extra_args:
         let shutdown = async move {
             let _ = stop_rx.await;
         };
-        if let Err(e) = concord::runtime::run_with_client(client, args, shutdown, Some(bound_tx)).await {
+        if let Err(e) =
+            concord::runtime::run_with_client(client, args, concord::controllers::all(), shutdown, Some(bound_tx)).await
+        {
             panic!("controller failed: {e}");
         }
     });

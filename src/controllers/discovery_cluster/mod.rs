@@ -16,11 +16,11 @@ pub mod scale;
 
 use super::{apply_status, drive, object_key, requeue_after_failure, watched_api};
 use crate::consul::{self, QueryOptions, RaftPeer, RetryPolicy};
+use crate::context::Context;
+use crate::context::FIELD_MANAGER;
 use crate::resources::{
     ConditionUpdate, DiscoveryCluster, DiscoveryClusterStatus, find_condition, set_condition, types,
 };
-use crate::runtime::Context;
-use crate::runtime::context::FIELD_MANAGER;
 use build::{GossipKeyRef, Inputs, StatefulSetPlan};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
@@ -34,7 +34,7 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
 
-const CONTROLLER: &str = "discoverycluster";
+pub(crate) const CONTROLLER: &str = "discoverycluster";
 /// How often a healthy cluster's status is refreshed.
 const RESYNC: Duration = Duration::from_secs(30);
 /// How often a cluster that is scaling, rolling or starting is looked at again.

@@ -98,8 +98,8 @@ pub enum KvCommand {
         #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = "http://127.0.0.1:8500")]
         address: String,
         /// ACL token (read from the environment only, never a flag: flags show in `ps`).
-        #[arg(skip = std::env::var("CONSUL_HTTP_TOKEN").ok())]
-        token: Option<String>,
+        #[arg(skip = std::env::var("CONSUL_HTTP_TOKEN").ok().map(crate::consul::Token::new))]
+        token: Option<crate::consul::Token>,
         /// Object name (default: derived from the prefix).
         #[arg(long)]
         name: Option<String>,
@@ -130,7 +130,7 @@ pub fn main(args: KvArgs) -> Result<(), String> {
     check_prefix(&prefix)?;
     let mut config = crate::consul::ClientConfig::new(crate::cluster::external_addresses(&address));
     if let Some(token) = token.filter(|t| !t.is_empty()) {
-        config = config.token(crate::consul::Token::new(token));
+        config = config.token(token);
     }
     let consul = crate::consul::Client::new(config).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -154,6 +154,21 @@ pub fn main(args: KvArgs) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_export_token_is_redacted_in_debug_output() {
+        let args = KvArgs {
+            command: KvCommand::Export {
+                prefix: "app/".into(),
+                address: "http://127.0.0.1:8500".into(),
+                token: Some(crate::consul::Token::new("b3a9c7e2-secret")),
+                name: None,
+                namespace: None,
+            },
+        };
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("b3a9"), "{shown}");
+    }
     use crate::controllers::kv_config::desired::{Sources, desired_keys};
 
     fn pair(k: &str, v: &[u8]) -> (String, Bytes) {

@@ -40,10 +40,10 @@ use super::{
 };
 use crate::cluster::{ClusterError, ClusterHandle};
 use crate::consul::{self, ConsulIndex, KvWriteOptions, QueryOptions, TxnOpResult, TxnOutcome};
+use crate::context::Context;
 use crate::resources::{
     ConditionUpdate, DeletionPolicy, KVConfig, KVConfigStatus, find_condition, set_condition, types,
 };
-use crate::runtime::Context;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -57,7 +57,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-const CONTROLLER: &str = "kvconfig";
+pub(crate) const CONTROLLER: &str = "kvconfig";
+/// Label a Secret must carry (`"true"`) before a KVConfig may copy it to Consul
+/// (`spec.fromSecret`): creating a KVConfig must not turn into reading every Secret of
+/// the namespace. The controller watches only Secrets with this label.
+pub const KV_SOURCE_LABEL: &str = "concord.io/kv-source";
 /// Finalizer that removes the keys an object wrote.
 pub const FINALIZER: &str = "concord.io/kvconfig";
 /// Full re-check even without a change notification (the watch is the fast path).
@@ -156,9 +160,20 @@ async fn apply(obj: Arc<KVConfig>, kctx: &KvContext) -> Result<Action, Error> {
         }
     };
     let prefix = folder(&obj.spec.prefix);
+    if let Err(msg) = handle.grants.kv(&prefix) {
+        report(kctx, &obj, ConditionUpdate::new(types::SYNCED, false, "NotGranted", msg), true).await?;
+        return Ok(Action::requeue(RESYNC));
+    }
     start_watch(kctx, &obj, &handle, &prefix);
 
-    let sources = read_sources(&kctx.ctx.client, &ns, &obj).await?;
+    let sources = match read_sources(&kctx.ctx.client, &ns, &obj).await? {
+        Ok(sources) => sources,
+        Err(msg) => {
+            report(kctx, &obj, ConditionUpdate::new(types::SYNCED, false, "SourceNotLabelled", msg), true).await?;
+            // Labelling the Secret shows up through the (label-selected) Secret watch.
+            return Ok(Action::requeue(RESYNC));
+        }
+    };
     let desired = match desired_keys(&obj.spec, &sources) {
         Ok(d) => d,
         Err(e) => {
@@ -215,7 +230,7 @@ async fn apply(obj: Arc<KVConfig>, kctx: &KvContext) -> Result<Action, Error> {
         kctx.ctx
             .metrics
             .drift_corrections
-            .get_or_create(&crate::runtime::metrics::ControllerLabels { controller: CONTROLLER })
+            .get_or_create(&crate::context::metrics::ControllerLabels { controller: CONTROLLER })
             .inc_by(corrected.len() as u64);
         let note = format!("reverted out-of-band edits of {} keys: {}", corrected.len(), name_some(corrected.iter()));
         kctx.ctx.event(&obj.object_ref(&()), false, "DriftCorrected", "Reconcile", note).await;
@@ -373,7 +388,9 @@ async fn write(consul: &consul::Client, writes: Vec<Write>) -> Result<Written, c
 
 /// Reads the ConfigMaps and Secrets the object names; a missing one is left out (the
 /// pure step reports it).
-async fn read_sources(client: &kube::Client, ns: &str, obj: &KVConfig) -> Result<Sources, Error> {
+/// Reads the ConfigMaps and Secrets named; `Err(reason)` when a Secret exists without the
+/// opt-in label [`KV_SOURCE_LABEL`] (its data is then never read).
+async fn read_sources(client: &kube::Client, ns: &str, obj: &KVConfig) -> Result<Result<Sources, String>, Error> {
     let mut sources = Sources::default();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     for s in &obj.spec.from_config_map {
@@ -395,6 +412,14 @@ async fn read_sources(client: &kube::Client, ns: &str, obj: &KVConfig) -> Result
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     for s in &obj.spec.from_secret {
+        let err = |source| Error::Source { kind: "Secret", name: s.name.clone(), source };
+        let meta = secrets.get_metadata_opt(&s.name).await.map_err(err)?;
+        if meta.is_some_and(|m| m.labels().get(KV_SOURCE_LABEL).map(String::as_str) != Some("true")) {
+            return Ok(Err(format!(
+                "Secret {} is not labelled {KV_SOURCE_LABEL}=true; whoever may edit it labels it to let KVConfig objects copy it to Consul",
+                s.name
+            )));
+        }
         let found = secrets.get_opt(&s.name).await.map_err(|source| Error::Source {
             kind: "Secret",
             name: s.name.clone(),
@@ -405,7 +430,7 @@ async fn read_sources(client: &kube::Client, ns: &str, obj: &KVConfig) -> Result
             sources.secrets.insert(s.name.clone(), data);
         }
     }
-    Ok(sources)
+    Ok(Ok(sources))
 }
 
 /// Same cluster: same namespace and same `clusterRef`.
@@ -483,9 +508,11 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync
         .watches(watched_api::<ConfigMap>(&ctx), watcher::Config::default(), move |cm| {
             readers(&cm_store, cm.namespace(), &cm.name_any(), false)
         })
-        .watches(watched_api::<Secret>(&ctx), watcher::Config::default(), move |s| {
-            readers(&secret_store, s.namespace(), &s.name_any(), true)
-        })
+        .watches(
+            watched_api::<Secret>(&ctx),
+            watcher::Config::default().labels(&format!("{KV_SOURCE_LABEL}=true")),
+            move |s| readers(&secret_store, s.namespace(), &s.name_any(), true),
+        )
         .reconcile_on(triggered)
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, kctx.clone())

@@ -1,13 +1,5 @@
-//! ServiceIntention ↔ Consul `service-intentions` config entry, and the ownership and
-//! duplicate rules (pure).
-//!
-//! Ownership: every entry concord writes carries Meta `concord.io/owner: <ns>/<name>`
-//! and `concord.io/owner-uid`. An entry stamped by another owner is never changed nor
-//! deleted (`OwnedElsewhere`); an unstamped entry (written by hand or imported) for a
-//! destination an object declares is adopted. Two objects naming one destination in one
-//! cluster: the older (creationTimestamp, then namespace/name) manages it, the other
-//! reports `DuplicateDestination` and writes nothing, so neither flaps.
-use crate::consul::ConsulIndex;
+//! ServiceIntention ↔ Consul `service-intentions` config entry (pure). The ownership and
+//! duplicate rules every kind shares are in [`crate::controllers::config_entry::entry`].
 use crate::consul::{
     IntentionAction as ConsulAction, IntentionHttpHeaderPermission, IntentionHttpPermission,
     IntentionPermission as ConsulPermission, ServiceIntentionsEntry, SourceIntention,
@@ -17,22 +9,7 @@ use crate::resources::{
 };
 use std::collections::BTreeMap;
 
-pub const OWNER_META: &str = "concord.io/owner";
-pub const OWNER_UID_META: &str = "concord.io/owner-uid";
-
-/// The object an entry belongs to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Owner {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-}
-
-impl Owner {
-    pub fn id(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-}
+pub use crate::controllers::config_entry::entry::{OWNER_META, OWNER_UID_META, Owner};
 
 fn action_to_consul(a: IntentionAction) -> ConsulAction {
     match a {
@@ -181,79 +158,6 @@ pub fn matches(desired: &ServiceIntentionsEntry, actual: &ServiceIntentionsEntry
     desired.name == actual.name && desired.meta == actual.meta && normalized(desired) == normalized(actual)
 }
 
-/// Who stamped an entry, if anyone.
-pub fn owner_of(entry: &ServiceIntentionsEntry) -> Option<&str> {
-    entry.meta.get(OWNER_META).map(String::as_str)
-}
-
-/// What to do with the destination's entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// No entry yet: create it (check-and-set index 0).
-    Create,
-    /// Replace the entry at this ModifyIndex (check-and-set).
-    Update {
-        index: ConsulIndex,
-    },
-    InSync {
-        index: ConsulIndex,
-    },
-    /// Another owner stamped it: leave it.
-    OwnedElsewhere {
-        owner: String,
-    },
-}
-
-/// Decides from the declared and the current entry (pure). `may_take_over` says whether
-/// an entry stamped by another owner may be replaced (that owner defers to this one).
-pub fn decide(
-    desired: &ServiceIntentionsEntry,
-    actual: Option<&ServiceIntentionsEntry>,
-    me: &str,
-    may_take_over: impl Fn(&str) -> bool,
-) -> Decision {
-    let Some(actual) = actual else { return Decision::Create };
-    match owner_of(actual) {
-        Some(owner) if owner != me && !may_take_over(owner) => Decision::OwnedElsewhere { owner: owner.to_string() },
-        _ => {
-            if matches(desired, actual) {
-                Decision::InSync { index: actual.modify_index }
-            } else {
-                Decision::Update { index: actual.modify_index }
-            }
-        }
-    }
-}
-
-/// One object's claim on a destination, for the duplicate rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Claim {
-    /// `namespace/name`.
-    pub id: String,
-    /// Seconds since the epoch of creationTimestamp (None sorts first: unknown = oldest).
-    pub created: Option<i64>,
-    /// Namespace + clusterRef: claims only collide within one cluster.
-    pub cluster: String,
-    pub destination: String,
-}
-
-impl Claim {
-    fn age_key(&self) -> (Option<i64>, &str) {
-        (self.created, &self.id)
-    }
-}
-
-/// The claim that wins `mine`'s destination when it is not `mine`: the oldest among the
-/// claims on the same destination and cluster.
-pub fn winner<'a>(mine: &'a Claim, all: &'a [Claim]) -> Option<&'a Claim> {
-    let best = all
-        .iter()
-        .filter(|c| c.destination == mine.destination && c.cluster == mine.cluster)
-        .chain(std::iter::once(mine))
-        .min_by(|a, b| a.age_key().cmp(&b.age_key()))?;
-    (best.id != mine.id).then_some(best)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,50 +213,5 @@ mod tests {
         assert!(matches(&desired, &actual));
         actual.sources[0].action = Some(ConsulAction::Allow);
         assert!(!matches(&desired, &actual));
-    }
-
-    #[test]
-    fn decisions_follow_ownership() {
-        let desired = to_consul(&l7(), &owner());
-        let never = |_: &str| false;
-        assert_eq!(decide(&desired, None, "team/api", never), Decision::Create);
-        let mut actual = desired.clone();
-        actual.modify_index = ConsulIndex(7);
-        assert_eq!(decide(&desired, Some(&actual), "team/api", never), Decision::InSync { index: ConsulIndex(7) });
-
-        let mut hand = actual.clone();
-        hand.sources.truncate(1);
-        assert_eq!(decide(&desired, Some(&hand), "team/api", never), Decision::Update { index: ConsulIndex(7) });
-        hand.meta.clear();
-        assert_eq!(decide(&desired, Some(&hand), "team/api", never), Decision::Update { index: ConsulIndex(7) });
-
-        let mut other = actual.clone();
-        other.meta.insert(OWNER_META.into(), "other/x".into());
-        assert_eq!(
-            decide(&desired, Some(&other), "team/api", never),
-            Decision::OwnedElsewhere { owner: "other/x".into() }
-        );
-        assert!(matches!(decide(&desired, Some(&other), "team/api", |o| o == "other/x"), Decision::Update { .. }));
-    }
-
-    #[test]
-    fn the_oldest_claim_wins_then_the_name() {
-        let claim = |id: &str, created: i64, dest: &str| Claim {
-            id: id.into(),
-            created: Some(created),
-            cluster: "team/".into(),
-            destination: dest.into(),
-        };
-        let first = claim("team/a", 100, "api");
-        let second = claim("team/b", 200, "api");
-        let tie = claim("team/0", 200, "api");
-        let elsewhere = claim("team/c", 50, "database");
-        let all = vec![first.clone(), second.clone(), tie.clone(), elsewhere.clone()];
-        assert_eq!(winner(&first, &all), None);
-        assert_eq!(winner(&second, &all), Some(&first));
-        assert_eq!(winner(&elsewhere, &all), None);
-        let without_first = vec![second.clone(), tie.clone()];
-        assert_eq!(winner(&second, &without_first), Some(&tie));
-        assert_eq!(winner(&tie, &without_first), None);
     }
 }

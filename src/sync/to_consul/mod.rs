@@ -33,8 +33,8 @@ pub mod diff;
 mod props;
 
 use crate::consul::{self, Node, QueryOptions, TxnOp, TxnOutcome};
-use crate::runtime::Context;
-use crate::runtime::metrics::ReconcileTimer;
+use crate::context::Context;
+use crate::context::metrics::ReconcileTimer;
 use crate::sync::status::StatusBoard;
 use crate::sync::{EXTERNAL_SOURCE_KUBERNETES, META_EXTERNAL_SOURCE, META_SYNC, SyncIdentity, ToConsulConfig};
 use desired::{Instance, ServiceKey};
@@ -664,7 +664,7 @@ fn finish_round(
                 error = %e, changes = round.changes, written = n, identity = %cfg.identity,
                 "catalog write failed; a full comparison follows"
             );
-            *full_due = Instant::now() + crate::runtime::context::backoff_delay(*failures, rand::random());
+            *full_due = Instant::now() + crate::context::backoff_delay(*failures, rand::random());
         }
     }
     refused
@@ -678,8 +678,8 @@ pub async fn run(
     board: Arc<StatusBoard>,
     stop: CancellationToken,
 ) {
-    let services: Api<Service> = crate::controllers::watched_api(&ctx);
-    let slices: Api<EndpointSlice> = crate::controllers::watched_api(&ctx);
+    let services: Api<Service> = crate::context::watched_api(&ctx);
+    let slices: Api<EndpointSlice> = crate::context::watched_api(&ctx);
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     let ns_cfg = match &ctx.args.namespace {
         Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
@@ -774,7 +774,7 @@ pub async fn run(
                     failures += 1;
                     ctx.metrics.reconcile_failed(CONTROLLER, e.category());
                     tracing::warn!(error = %e, identity = %cfg.identity, "cannot read the catalog; retrying");
-                    full_due = Instant::now() + crate::runtime::context::backoff_delay(failures, rand::random());
+                    full_due = Instant::now() + crate::context::backoff_delay(failures, rand::random());
                     continue;
                 }
             }

@@ -13,7 +13,7 @@ pub mod desired;
 pub mod watch;
 
 use crate::consul;
-use crate::runtime::Context;
+use crate::context::Context;
 use crate::sync::names::{NamePlan, plan_names};
 use crate::sync::status::StatusBoard;
 use crate::sync::{ANNOTATION_CONSUL_SERVICE, FIELD_MANAGER, SYNC_IDENTITY_LABEL, ToKubernetesConfig};

@@ -177,7 +177,7 @@ async fn blocking_loop<T, Q, Fut>(
                 failures += 1;
                 tracing::warn!(error = %e, "{what} watch failed; retrying");
                 index = ConsulIndex::ZERO;
-                tokio::time::sleep(crate::runtime::context::backoff_delay(failures.min(5), rand::random())).await;
+                tokio::time::sleep(crate::context::backoff_delay(failures.min(5), rand::random())).await;
             }
         }
     }
@@ -282,7 +282,7 @@ pub async fn run(consul: consul::Client, cfg: ToKubernetesConfig, tx: mpsc::Send
                         tracing::warn!(error = %e, service = %name, "cannot read Consul service; retrying");
                         dirty.insert(name);
                         retry_due.get_or_insert(
-                            Instant::now() + crate::runtime::context::backoff_delay(failures.min(5), rand::random()),
+                            Instant::now() + crate::context::backoff_delay(failures.min(5), rand::random()),
                         );
                     }
                 }

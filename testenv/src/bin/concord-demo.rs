@@ -175,10 +175,16 @@ async fn run() -> Result<(), String> {
                 doc["spec"]["external"]["address"] = consul_addrs.clone().into();
                 doc["spec"]["external"]["tokenSecretRef"] = serde_json::json!({"name": TOKEN_SECRET, "key": "token"});
             }
+            // Files are scoped as <root>/<namespace>/<folder>/<file>: keep the folder and
+            // the file, in the demo's namespace.
             if doc["kind"] == "ConsulSnapshot"
-                && let Some(file) = doc["spec"]["location"].as_str().and_then(|l| l.rsplit('/').next())
+                && let Some(location) = doc["spec"]["location"].as_str()
             {
-                doc["spec"]["location"] = format!("file://{}", snapshot_dir.join(file).display()).into();
+                let mut segments = location.rsplit('/');
+                let file = segments.next().unwrap_or("snapshot.snap").to_string();
+                let folder = segments.next().unwrap_or("manual").to_string();
+                let path = snapshot_dir.join(NAMESPACE).join(folder).join(file);
+                doc["spec"]["location"] = format!("file://{}", path.display()).into();
             }
         };
         objects.extend(apply_yaml(&client, Some(NAMESPACE), &text, localize).await?);

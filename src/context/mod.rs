@@ -1,9 +1,21 @@
 //! The state every controller shares: one kube client, the Consul clients per cluster,
 //! metrics, readiness, the event reporter, and the flags parsed once at start.
-use super::{ControllerArgs, Metrics, Readiness};
+//!
+//! It sits below `sync` and `controllers` (which take it) and above `cluster` and
+//! `snapshot` (which it holds); `runtime` builds it and hands it to the controllers.
+pub mod args;
+pub mod metrics;
+pub mod readiness;
+pub mod telemetry;
+
+pub use args::ControllerArgs;
+pub use metrics::Metrics;
+pub use readiness::Readiness;
+
 use crate::cluster::ClusterCache;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Resource};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +29,18 @@ pub struct Context {
     pub clusters: ClusterCache,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Resolves once a controller is asked to stop (shutdown, or the leader Lease lost).
+pub type Stop = std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+
+/// One controller as the runtime starts it: a name (for logs) and its run loop, which
+/// returns once `Stop` resolved and in-flight work finished. `controllers::all()` builds
+/// the list; `runtime` is handed it and knows no controller by name.
+#[derive(Clone, Copy)]
+pub struct Runner {
+    pub name: &'static str,
+    pub run: fn(Arc<Context>, Stop) -> futures::future::BoxFuture<'static, ()>,
 }
 
 /// Field manager of every server-side apply concord makes.
@@ -68,6 +92,17 @@ impl Context {
         if let Ok(mut f) = self.failures.lock() {
             f.remove(key);
         }
+    }
+}
+
+/// An `Api<K>` over the namespaces this controller watches.
+pub fn watched_api<K>(ctx: &Context) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match &ctx.args.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
     }
 }
 
