@@ -59,7 +59,7 @@ until_ok() {
 
 dump_state() {
   say "---- concord objects and their conditions"
-  kn get discoveryclusters,kvconfigs,serviceintentions,configtemplates,aclpolicies,acltokens,consulsnapshots -o json 2>/dev/null \
+  kn get "discoveryclusters,kvconfigs,configtemplates,aclpolicies,acltokens,consulsnapshots,${CONFIG_ENTRY_KINDS:-serviceintentions}" -o json 2>/dev/null \
     | jq -r '.items[] | "\(.kind)/\(.metadata.name): " + ([.status.conditions[]? | "\(.type)=\(.status) \(.reason): \(.message)"] | join("; "))' >&2 || true
   say "---- pods"
   kc get pods -A -o wide >&2 || true
@@ -384,15 +384,22 @@ web_resolves() {
 until_ok "web.service.consul resolves to the ready pods' IPs inside a pod (CoreDNS → Consul DNS)" 120 web_resolves
 
 say "$(now) KV, templates, intentions, ACL tokens, snapshots"
-# L7 intentions (examples/serviceintention-api.yaml) need the destination's protocol to be
-# http: an operator declares that once in Consul.
-capi_put /v1/config <<'EOF'
-{"Kind": "service-defaults", "Name": "api", "Protocol": "http"}
-EOF
+# Every example but the external DiscoveryCluster (the chart made a managed one) and the
+# snapshot (saved below, in this namespace's folder). The config entries among them
+# (service-defaults with protocol http, resolver subsets, splitter, router, ...) depend on
+# each other; concord retries a refused entry when the one it needs lands.
 for f in examples/*.yaml; do
   case "$(basename "$f")" in discoverycluster.yaml|consulsnapshot-save.yaml) continue ;; esac
   kn apply -f "$f" >/dev/null
 done
+CONFIG_ENTRY_KINDS=servicedefaults,serviceresolvers,servicerouters,servicesplitters,proxydefaults,meshes,exportedservices,serviceintentions
+entries_synced() {
+  kn get "$CONFIG_ENTRY_KINDS" -o json | jq -e '(.items | length) > 0 and
+    ([.items[] | [.status.conditions[]? | select(.type == "Synced" and .status == "True")] | length == 1] | all)' >/dev/null
+}
+until_ok "every config entry example ($(kn get "$CONFIG_ENTRY_KINDS" -o name | wc -l) objects) Synced" 120 entries_synced
+until_ok "api's discovery chain splits 90/10 between subsets v1 and v2 (examples/canary-split.yaml)" 60 sh -c \
+  "curl -sSf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' $CONSUL/v1/discovery-chain/api | jq -e '[.Chain.Nodes[] | select(.Type == \"splitter\") | .Splits[].Weight] | sort == [10, 90]'"
 kv_is() { [ "$(capi "/v1/kv/$1?raw")" = "$2" ]; }
 until_ok "KVConfig app-config: config/app/log-level = info in Consul" 60 kv_is config/app/log-level info
 kv_greeting() { # the KVConfig the web pods' config is rendered from
