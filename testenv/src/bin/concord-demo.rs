@@ -196,7 +196,7 @@ async fn run() -> Result<(), String> {
     done(t, &format!("{} in Kubernetes, {} in Consul", K8S_SERVICES.len(), CONSUL_SERVICES.len()));
 
     let t = step("waiting for the controller to report on every object");
-    let reports = wait_for_status(&client, &objects, Duration::from_secs(30)).await;
+    let reports = wait_for_status(&client, &objects, Duration::from_secs(60)).await;
     done(t, "");
     print_report(&reports, &consul, &consul_http).await;
     let t = step("waiting for the catalog sync in both directions");
@@ -241,7 +241,12 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();
-    files.sort();
+    // The DiscoveryCluster first, then the objects that use it (the order a GitOps tool
+    // gives dependencies): an object applied before its cluster exists waits for its
+    // next retry (exponential backoff) instead of starting at once.
+    files.sort_by_key(|p| {
+        (!p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("discoverycluster")), p.clone())
+    });
     Ok(files)
 }
 
