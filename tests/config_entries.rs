@@ -6,34 +6,22 @@
 //! names (the namespace is part of them), so tests never share entries.
 mod support;
 
-use concord::consul::{Client, ClientConfig, QueryOptions};
+use concord::consul::QueryOptions;
 use concord::controllers::config_entry::entry::OWNER_META;
 use concord::resources::{find_condition, types};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::{RunningController, eventually};
+use support::eventually;
 use testenv::{ConsulCluster, ConsulOptions};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Env {
-    kube: kube::Client,
-    ns: String,
-    consul: Client,
-    controller: RunningController,
-}
+use support::ExternalEnv as Env;
 
 async fn setup(cluster: &ConsulCluster, sync: Option<Value>) -> Env {
-    let kube_env = testenv::shared_kube().await;
-    let kube = kube_env.client().await;
-    support::install_crds(&kube).await;
-    let ns = kube_env.create_namespace("ce").await;
-    support::external_cluster(&kube, &ns, &cluster.http_addrs(), sync).await;
-    let controller = support::start_controller(kube.clone(), &ns, &[]).await;
-    let consul = Client::new(ClientConfig::new(cluster.http_addrs())).expect("consul client");
-    Env { kube, ns, consul, controller }
+    support::external_env(cluster, sync, "ce").await
 }
 
 /// `(kind, plural, consul kind)` of each config-entry resource.

@@ -4,8 +4,7 @@
 mod support;
 
 use concord::consul::{
-    Client, ClientConfig, ConfigEntry, IntentionAction, QueryOptions, SERVICE_INTENTIONS, ServiceIntentionsEntry,
-    SourceIntention,
+    ConfigEntry, IntentionAction, QueryOptions, SERVICE_INTENTIONS, ServiceIntentionsEntry, SourceIntention,
 };
 use concord::controllers::service_intention::entry::OWNER_META;
 use concord::resources::{ServiceIntention, find_condition, types};
@@ -14,27 +13,15 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::{RunningController, eventually};
+use support::eventually;
 use testenv::{ConsulCluster, ConsulOptions};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Env {
-    kube: kube::Client,
-    ns: String,
-    consul: Client,
-    controller: RunningController,
-}
+use support::ExternalEnv as Env;
 
 async fn setup(cluster: &ConsulCluster, sync: Option<Value>) -> Env {
-    let kube_env = testenv::shared_kube().await;
-    let kube = kube_env.client().await;
-    support::install_crds(&kube).await;
-    let ns = kube_env.create_namespace("si").await;
-    support::external_cluster(&kube, &ns, &cluster.http_addrs(), sync).await;
-    let controller = support::start_controller(kube.clone(), &ns, &[]).await;
-    let consul = Client::new(ClientConfig::new(cluster.http_addrs())).expect("consul client");
-    Env { kube, ns, consul, controller }
+    support::external_env(cluster, sync, "si").await
 }
 
 /// `service-defaults` with protocol http: Consul accepts L7 permissions only then.

@@ -196,3 +196,29 @@ pub async fn slice(client: &kube::Client, ns: &str, svc: &str, port: i32, endpoi
         .await
         .expect("EndpointSlice applied");
 }
+
+/// A namespace of its own on the shared API server, a DiscoveryCluster pointing at
+/// `cluster` (with `sync` settings), the controller scoped to that namespace, and a
+/// Consul client without a token.
+pub struct ExternalEnv {
+    pub kube: kube::Client,
+    pub ns: String,
+    pub consul: concord::consul::Client,
+    pub controller: RunningController,
+}
+
+pub async fn external_env(
+    cluster: &testenv::ConsulCluster,
+    sync: Option<serde_json::Value>,
+    namespace_prefix: &str,
+) -> ExternalEnv {
+    let kube_env = testenv::shared_kube().await;
+    let kube = kube_env.client().await;
+    install_crds(&kube).await;
+    let ns = kube_env.create_namespace(namespace_prefix).await;
+    external_cluster(&kube, &ns, &cluster.http_addrs(), sync).await;
+    let controller = start_controller(kube.clone(), &ns, &[]).await;
+    let consul =
+        concord::consul::Client::new(concord::consul::ClientConfig::new(cluster.http_addrs())).expect("consul client");
+    ExternalEnv { kube, ns, consul, controller }
+}
