@@ -5,7 +5,7 @@
 //! nothing behind; the legitimate way to do the same thing is shown to still work.
 mod support;
 
-use concord::consul::{AclPolicy, Client, ClientConfig, QueryOptions};
+use concord::consul::{AclPolicy, Client, QueryOptions};
 use concord::resources::DiscoveryCluster;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
@@ -26,14 +26,18 @@ struct Env {
     _controller: RunningController,
 }
 
-/// A namespace whose DiscoveryCluster `consul` points at `addrs` (with `extra` merged into
-/// its spec), with a controller watching it.
-async fn setup(prefix: &str, addrs: &[String], extra: Value, token: Option<&str>) -> Env {
+/// A namespace whose DiscoveryCluster `consul` points at `cluster` (with `extra` merged
+/// into its spec, and its CA when TLS is on), with a controller watching it.
+async fn setup(prefix: &str, cluster: &ConsulCluster, extra: Value, token: Option<&str>) -> Env {
     let kube_env = testenv::shared_kube().await;
     let kube = kube_env.client().await;
     support::install_crds(&kube).await;
     let ns = kube_env.create_namespace(prefix).await;
+    let addrs = cluster.http_addrs();
     let mut spec = json!({ "external": { "address": addrs.join(",") } });
+    if let Some(ca) = support::ca_secret_ref(&kube, &ns, cluster).await {
+        spec["external"]["caSecretRef"] = ca;
+    }
     if let Some(token) = token {
         let secret: Secret = serde_json::from_value(json!({
             "metadata": { "name": "consul-token", "namespace": ns }, "stringData": { "token": token },
@@ -54,7 +58,7 @@ async fn setup(prefix: &str, addrs: &[String], extra: Value, token: Option<&str>
         .await
         .expect("DiscoveryCluster");
     let controller = support::start_controller(kube.clone(), &ns, &[]).await;
-    let mut config = ClientConfig::new(addrs.to_vec());
+    let mut config = support::consul_config(cluster);
     if let Some(token) = token {
         config = config.token(concord::consul::Token::new(token));
     }
@@ -126,9 +130,11 @@ impl Env {
     }
 }
 
+/// The suite runs against Consul with TLS on (HTTPS, verified RPC): what a tenant can or
+/// cannot do must not depend on the transport.
 async fn shared_env(prefix: &str, extra: Value) -> Env {
-    let consul = testenv::shared_consul().await;
-    setup(prefix, &consul.http_addrs(), extra, None).await
+    let consul = testenv::shared_consul_tls().await;
+    setup(prefix, consul, extra, None).await
 }
 
 /// Attack: a ConfigTemplate whose output names the ACL bootstrap Secret (or any object it
@@ -232,17 +238,17 @@ async fn a_kvconfig_cannot_copy_a_secret_that_did_not_opt_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_intentions_and_template_reads_stay_inside_the_granted_tenancy() {
     use concord::resources::{ConfigTemplate, KVConfig, ServiceIntention};
-    let consul = testenv::shared_consul().await;
+    let consul = testenv::shared_consul_tls().await;
     // The namespace name is only known once created; grant by a unique marker instead.
     let marker = format!("ten{}", std::process::id());
     let tenancy = json!({ "tenancy": {
         "kvPrefixes": [format!("{marker}-mine/")],
         "intentionDestinations": [format!("{marker}-web")],
     } });
-    let env = setup("ten-grants", &consul.http_addrs(), tenancy, None).await;
+    let env = setup("ten-grants", consul, tenancy, None).await;
 
     let theirs = format!("{marker}-theirs/");
-    let admin = Client::new(ClientConfig::new(consul.http_addrs())).expect("admin");
+    let admin = Client::new(support::consul_config(consul)).expect("admin");
     admin
         .kv_put(&format!("{theirs}password"), "their-secret".to_string(), &Default::default())
         .await
@@ -313,9 +319,10 @@ async fn kv_intentions_and_template_reads_stay_inside_the_granted_tenancy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acltoken_cannot_mint_management_or_carry_ungranted_policies() {
     use concord::resources::{ACLPolicy, ACLToken};
-    let consul = ConsulCluster::start(ConsulOptions { acl: true, ..Default::default() }).await.expect("ACL Consul");
+    let consul =
+        ConsulCluster::start(ConsulOptions { acl: true, tls: true, ..Default::default() }).await.expect("ACL Consul");
     let management = consul.management_token().expect("management token");
-    let env = setup("ten-acl", &consul.http_addrs(), json!({}), Some(&management)).await;
+    let env = setup("ten-acl", &consul, json!({}), Some(&management)).await;
     // A management-equivalent policy someone made outside concord.
     let ops = AclPolicy { name: "ops-admin".into(), rules: "acl = \"write\"".into(), ..Default::default() };
     env.consul.acl_policy_create(&ops).await.expect("ops-admin");
