@@ -29,6 +29,7 @@ struct Env {
 /// A namespace whose DiscoveryCluster `consul` points at `cluster` (with `extra` merged
 /// into its spec, and its CA when TLS is on), with a controller watching it.
 async fn setup(prefix: &str, cluster: &ConsulCluster, extra: Value, token: Option<&str>) -> Env {
+    support::sweep::capture_logs();
     let kube_env = testenv::shared_kube().await;
     let kube = kube_env.client().await;
     support::install_crds(&kube).await;
@@ -125,6 +126,15 @@ impl Env {
         self.consul.kv_keys(prefix, None, &QueryOptions::default()).await.expect("kv keys").value
     }
 
+    /// The leak sweep over this namespace (its Secrets' tokens and keys, and `extra`).
+    async fn sweep(&self, extra: &[(&str, &str)]) -> usize {
+        let extra: Vec<support::sweep::Known> = extra
+            .iter()
+            .map(|(what, value)| support::sweep::Known { what: what.to_string(), value: value.to_string() })
+            .collect();
+        support::sweep::assert_no_leaks(&self.kube, &self.ns, &extra).await
+    }
+
     async fn secret(&self, name: &str) -> Option<Secret> {
         Api::<Secret>::namespaced(self.kube.clone(), &self.ns).get_opt(name).await.expect("get Secret")
     }
@@ -204,6 +214,7 @@ async fn a_template_cannot_take_over_a_secret_or_configmap_it_did_not_create() {
         (cms.get("app").await.ok()?.data?.get("conf")? == "rendered again").then_some(())
     })
     .await;
+    env.sweep(&[]).await;
 }
 
 /// Attack: `fromSecret` copied any Secret of the namespace into Consul KV (where a
@@ -231,6 +242,7 @@ async fn a_kvconfig_cannot_copy_a_secret_that_did_not_opt_in() {
     secrets.patch("db", &PatchParams::default(), &Patch::Merge(&label)).await.expect("labelled");
     env.condition::<KVConfig>("copy", "Synced", "True", "Synced").await;
     assert_eq!(env.kv_keys(&prefix).await, vec![format!("{prefix}password")]);
+    env.sweep(&[("the db password", "s3cr3t-db")]).await;
 }
 
 /// Attack: with the owner's grants declared (`spec.tenancy`), a tenant writes KV outside
@@ -369,4 +381,32 @@ async fn an_acltoken_cannot_mint_management_or_carry_ungranted_policies() {
     .await;
     env.condition::<ACLToken>("team", "Synced", "True", "Synced").await;
     assert!(env.secret("team-token").await.is_some(), "a granted token is written");
+    // The sweep, with the team token's secret found in its Secret by the sweep itself.
+    let looked_for = env.sweep(&[("the management token", &management)]).await;
+    assert!(looked_for >= 3, "management, consul-token and team-token: {looked_for}");
+}
+
+/// The sweep itself can fail: a token planted in a log line and in an Event is found in
+/// both places (and its value is not in the report).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leak_sweep_finds_a_token_planted_in_a_log_line_and_an_event() {
+    support::sweep::capture_logs();
+    let kube_env = testenv::shared_kube().await;
+    let kube = kube_env.client().await;
+    let ns = kube_env.create_namespace("ten-sweep").await;
+    let planted = "0f4c2a1e-9b7d-4c3e-8a2f-6d5e4c3b2a19";
+    tracing::warn!(token = planted, "a careless log line");
+    let event: Event = serde_json::from_value(json!({
+        "metadata": { "name": "careless", "namespace": ns },
+        "eventTime": "2026-12-01T00:00:00.000000Z", "reportingController": "test", "reportingInstance": "test",
+        "action": "Test", "reason": "Careless", "type": "Normal", "note": format!("token {planted}"),
+        "regarding": { "apiVersion": "v1", "kind": "ConfigMap", "name": "x", "namespace": ns },
+    }))
+    .expect("event");
+    Api::<Event>::namespaced(kube.clone(), &ns).create(&PostParams::default(), &event).await.expect("event");
+    let known = [support::sweep::Known { what: "the planted token".into(), value: planted.into() }];
+    let found = support::sweep::leaks(&kube, &ns, &known).await;
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().any(|f| f.contains("logs")) && found.iter().any(|f| f.contains("Events")), "{found:?}");
+    assert!(!format!("{found:?}").contains(planted));
 }

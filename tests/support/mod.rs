@@ -3,6 +3,8 @@
 //! a real Consul, and wait for conditions without fixed sleeps.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod sweep;
+
 use clap::Parser;
 use concord::context::ControllerArgs;
 use concord::crdgen;
