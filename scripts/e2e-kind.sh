@@ -237,8 +237,11 @@ until_ok "a controller replica holds the Lease" 120 sh -c \
 helm_ test concord --namespace "$NS" --logs >"$WORKDIR/helm-test.log" 2>&1 || { cat "$WORKDIR/helm-test.log" >&2; die "helm test"; }
 ok "helm test passed"
 
-# Consul from the host: a NodePort in front of the servers (kind-config.yaml maps it to
-# 127.0.0.1:8500), with the bootstrap (management) token.
+# Consul from the host: a NodePort in front of the servers' HTTPS port (TLS is on by
+# default; kind-config.yaml maps the NodePort to 127.0.0.1:8500), with the bootstrap
+# (management) token. Every curl verifies the servers against the CA concord generated
+# (Secret consul-ca; the server certificate names 127.0.0.1): CURL_CA_BUNDLE is exported
+# so the `sh -c` checks below verify too.
 kn apply -f - >/dev/null <<'EOF'
 apiVersion: v1
 kind: Service
@@ -247,16 +250,29 @@ spec:
   type: NodePort
   selector: {app.kubernetes.io/name: consul, app.kubernetes.io/instance: consul, app.kubernetes.io/component: server}
   ports:
-    - {name: http, port: 8500, targetPort: 8500, nodePort: 30850, protocol: TCP}
+    - {name: https, port: 8501, targetPort: 8501, nodePort: 30850, protocol: TCP}
     - {name: dns-udp, port: 8600, targetPort: 8600, nodePort: 30860, protocol: UDP}
     - {name: dns-tcp, port: 8600, targetPort: 8600, nodePort: 30860, protocol: TCP}
 EOF
 BOOTSTRAP_TOKEN=$(kn get secret consul-acl-bootstrap -o jsonpath='{.data.token}' | base64 -d)
 [ -n "$BOOTSTRAP_TOKEN" ] || die "no ACL bootstrap token in Secret consul-acl-bootstrap"
-CONSUL=http://127.0.0.1:8500
-capi() { curl -sSf --max-time 10 -H "X-Consul-Token: $BOOTSTRAP_TOKEN" "$CONSUL$1"; }
-capi_put() { curl -sSf --max-time 10 -X PUT -H "X-Consul-Token: $BOOTSTRAP_TOKEN" --data-binary @- "$CONSUL$1" >/dev/null; }
-until_ok "Consul's API answers on the host through the NodePort" 120 capi /v1/status/leader
+CONSUL_CA="$WORKDIR/consul-ca.crt"
+kn get secret consul-ca -o jsonpath='{.data.tls\.crt}' | base64 -d >"$CONSUL_CA"
+grep -q 'BEGIN CERTIFICATE' "$CONSUL_CA" || die "no CA certificate in Secret consul-ca"
+export CURL_CA_BUNDLE="$CONSUL_CA"
+CONSUL=https://127.0.0.1:8500
+capi() { curl -sSf --max-time 10 --cacert "$CONSUL_CA" -H "X-Consul-Token: $BOOTSTRAP_TOKEN" "$CONSUL$1"; }
+capi_put() { curl -sSf --max-time 10 --cacert "$CONSUL_CA" -X PUT -H "X-Consul-Token: $BOOTSTRAP_TOKEN" --data-binary @- "$CONSUL$1" >/dev/null; }
+until_ok "Consul's API answers on the host over HTTPS through the NodePort" 120 capi /v1/status/leader
+# Only the cluster's CA vouches for the servers: without it curl refuses them, and plain
+# HTTP gets no answer on that port.
+if env -u CURL_CA_BUNDLE curl -sS --max-time 10 -o /dev/null "$CONSUL/v1/status/leader" 2>/dev/null; then
+  die "curl trusted the Consul servers without the cluster's CA"
+fi
+if curl -sS --max-time 10 -o /dev/null "http://127.0.0.1:8500/v1/status/leader" 2>/dev/null; then
+  die "Consul answered plain HTTP on its API port"
+fi
+ok "Consul serves HTTPS verified by the cluster's CA (Secret consul-ca); unverified and plain HTTP refused"
 
 raft_ok() { # raft_ok N: a leader and N voters
   capi /v1/operator/raft/configuration | jq -e --argjson n "$1" \

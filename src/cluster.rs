@@ -3,6 +3,7 @@
 //! Secret. Clients are cached per cluster and rebuilt when the address or token changes.
 pub mod tenancy;
 pub mod tenant_token;
+pub mod tls;
 pub mod token_secret;
 
 pub use tenancy::Grants;
@@ -41,6 +42,8 @@ pub enum ClusterError {
     NotFound { namespace: String, name: String },
     #[error("DiscoveryCluster {namespace}/{name}: token Secret {secret} key {key}: {reason}")]
     TokenSecret { namespace: String, name: String, secret: String, key: String, reason: String },
+    #[error("DiscoveryCluster {namespace}/{name}: CA Secret {secret} key {key}: {reason}")]
+    CaSecret { namespace: String, name: String, secret: String, key: String, reason: String },
     #[error("cannot read DiscoveryClusters: {0}")]
     Kube(#[source] kube::Error),
     #[error("cannot build a Consul client: {0}")]
@@ -55,6 +58,7 @@ impl ClusterError {
                 "cluster_ref"
             }
             ClusterError::TokenSecret { .. } => "token_secret",
+            ClusterError::CaSecret { .. } => "ca_secret",
             ClusterError::Kube(_) => "kube",
             ClusterError::Consul(_) => "consul_config",
         }
@@ -99,9 +103,14 @@ impl std::str::FromStr for AddressOverride {
     }
 }
 
-/// Consul HTTP address of a managed cluster: its client Service.
-pub fn managed_address(namespace: &str, name: &str) -> String {
-    format!("http://{name}-client.{namespace}.svc:8500")
+/// Consul HTTP(S) address of a managed cluster: its client Service (HTTPS on 8501 with
+/// TLS, else HTTP on 8500).
+pub fn managed_address(namespace: &str, name: &str, tls: bool) -> String {
+    if tls {
+        format!("https://{name}-client.{namespace}.svc:{}", tls::HTTPS_PORT)
+    } else {
+        format!("http://{name}-client.{namespace}.svc:8500")
+    }
 }
 
 /// Splits `spec.external.address` ("http://a:8500, http://b:8500").
@@ -118,10 +127,10 @@ impl ClusterCache {
     }
 
     /// Where a managed cluster's Consul answers: the override, else its client Service.
-    pub fn managed_addresses(&self, namespace: &str, name: &str) -> Vec<String> {
+    pub fn managed_addresses(&self, namespace: &str, name: &str, tls: bool) -> Vec<String> {
         match self.overrides.get(&(namespace.to_string(), name.to_string())) {
             Some(addresses) => addresses.clone(),
-            None => vec![managed_address(namespace, name)],
+            None => vec![managed_address(namespace, name, tls)],
         }
     }
 
@@ -162,6 +171,20 @@ impl ClusterCache {
         let namespace = cluster.namespace().unwrap_or_default();
         let name = cluster.name_any();
         let grants = Grants::of(cluster);
+        let tls = cluster.spec.managed_tls();
+        let ca_pem = match (&cluster.spec.external, tls) {
+            (Some(external), _) => match &external.ca_secret_ref {
+                Some(r) => Some(read_ca(client, &namespace, &name, &r.name, &r.key).await?),
+                None => None,
+            },
+            // The CA the DiscoveryCluster controller keeps; before it exists there is
+            // nothing to verify against, and the servers are not serving yet either.
+            (None, true) => {
+                let secret = tls::ca_secret_name(&name);
+                Some(read_ca(client, &namespace, &name, &secret, tls::CERT_KEY).await?)
+            }
+            (None, false) => None,
+        };
         let (addresses, token) = match &cluster.spec.external {
             Some(external) => {
                 let token = match &external.token_secret_ref {
@@ -177,12 +200,13 @@ impl ClusterCache {
                 let token = token_secret::read_secret_token(client, &namespace, &secret, token_secret::TOKEN_KEY)
                     .await
                     .map_err(ClusterError::Kube)?;
-                (self.managed_addresses(&namespace, &name), token)
+                (self.managed_addresses(&namespace, &name, tls), token)
             }
-            None => (self.managed_addresses(&namespace, &name), None),
+            None => (self.managed_addresses(&namespace, &name, tls), None),
         };
         let mut hasher = DefaultHasher::new();
         addresses.hash(&mut hasher);
+        ca_pem.hash(&mut hasher);
         token.as_ref().map(|t| t.expose_secret()).hash(&mut hasher);
         let fingerprint = hasher.finish();
         let key = (namespace.clone(), name.clone());
@@ -195,6 +219,9 @@ impl ClusterCache {
         let mut config = ClientConfig::new(addresses);
         if let Some(token) = token {
             config = config.token(token);
+        }
+        if let Some(pem) = ca_pem {
+            config = config.ca_pem(pem);
         }
         let consul = consul::Client::new(config).map_err(ClusterError::Consul)?;
         if let Ok(mut cache) = self.clients.lock() {
@@ -229,6 +256,31 @@ async fn read_token(
     Ok(Token::new(text))
 }
 
+/// The PEM CA certificate at `secret`/`key` (read fresh on each resolve, so a replaced
+/// CA takes effect at once).
+async fn read_ca(
+    client: &kube::Client,
+    namespace: &str,
+    cluster: &str,
+    secret: &str,
+    key: &str,
+) -> Result<Vec<u8>, ClusterError> {
+    let err = |reason: &str| ClusterError::CaSecret {
+        namespace: namespace.to_string(),
+        name: cluster.to_string(),
+        secret: secret.to_string(),
+        key: key.to_string(),
+        reason: reason.to_string(),
+    };
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let found = api.get_opt(secret).await.map_err(ClusterError::Kube)?.ok_or_else(|| err("Secret not found"))?;
+    let bytes = found.data.as_ref().and_then(|d| d.get(key)).ok_or_else(|| err("key not found"))?;
+    if !String::from_utf8_lossy(&bytes.0).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(err("value is not a PEM certificate"));
+    }
+    Ok(bytes.0.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,7 +295,8 @@ mod tests {
 
     #[test]
     fn managed_clusters_are_reached_through_their_client_service() {
-        assert_eq!(managed_address("ops", "consul"), "http://consul-client.ops.svc:8500");
+        assert_eq!(managed_address("ops", "consul", false), "http://consul-client.ops.svc:8500");
+        assert_eq!(managed_address("ops", "consul", true), "https://consul-client.ops.svc:8501");
     }
 
     #[test]
@@ -251,8 +304,8 @@ mod tests {
         let o: AddressOverride = "ops/consul=http://127.0.0.1:8500, http://127.0.0.1:8501".parse().expect("parses");
         assert_eq!(o.addresses, vec!["http://127.0.0.1:8500", "http://127.0.0.1:8501"]);
         let cache = ClusterCache::with_overrides(&[o]);
-        assert_eq!(cache.managed_addresses("ops", "consul").len(), 2);
-        assert_eq!(cache.managed_addresses("ops", "other"), vec!["http://other-client.ops.svc:8500"]);
+        assert_eq!(cache.managed_addresses("ops", "consul", true).len(), 2);
+        assert_eq!(cache.managed_addresses("ops", "other", false), vec!["http://other-client.ops.svc:8500"]);
         for bad in ["consul=http://x", "ops/consul", "ops/=http://x", "ops/consul=ftp://x", "ops/consul="] {
             assert!(bad.parse::<AddressOverride>().is_err(), "{bad} must be refused");
         }

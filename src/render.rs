@@ -31,6 +31,10 @@ pub struct RenderArgs {
     /// Consul HTTP address (several, comma-separated, for failover).
     #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = "http://127.0.0.1:8500")]
     pub consul_addr: String,
+    /// PEM CA certificate that signed the servers' HTTPS certificates (for `https://`
+    /// addresses; else the system's roots).
+    #[arg(long, env = "CONSUL_CACERT", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
     /// Read the ACL token from this file (else from the CONSUL_HTTP_TOKEN variable).
     #[arg(long, env = "CONSUL_HTTP_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
@@ -92,6 +96,8 @@ pub enum RenderError {
     Watch(Box<WatchError>),
     #[error("cannot build a Consul client: {0}")]
     Consul(#[source] consul::Error),
+    #[error("{0}")]
+    CaFile(String),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -119,6 +125,9 @@ pub async fn run(args: RenderArgs, stop: impl Future<Output = ()>) -> Result<(),
     let mut config = ClientConfig::new(crate::cluster::external_addresses(&args.consul_addr));
     if let Some(token) = read_token(args.token_file.as_deref())? {
         config = config.token(token);
+    }
+    if let Some(path) = &args.ca_file {
+        config = config.ca_pem(consul::read_ca_file(path).map_err(RenderError::CaFile)?);
     }
     let source = Arc::new(ConsulSource::new(consul::Client::new(config).map_err(RenderError::Consul)?));
     let jobs = futures::future::try_join_all(

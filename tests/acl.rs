@@ -44,6 +44,7 @@ fn test_context(kube: kube::Client, ns: &str) -> Context {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_once_then_controller_token_holds_only_what_concord_uses_and_a_lost_secret_is_reported() {
+    support::sweep::capture_logs();
     let consul = ConsulCluster::start(ConsulOptions { acl: true, bootstrap_acl: false, ..Default::default() })
         .await
         .expect("un-bootstrapped ACL Consul");
@@ -129,6 +130,12 @@ async fn bootstrap_once_then_controller_token_holds_only_what_concord_uses_and_a
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     // The old tokens still work: nothing was reset.
     assert_eq!(call(&addr, &management, Method::GET, "/v1/acl/token/self", "").await, 200);
+    // The sweep: neither token is in any log line, Event or status.
+    let known = [
+        support::sweep::Known { what: "the management token".into(), value: management.clone() },
+        support::sweep::Known { what: "the controller token".into(), value: controller.clone() },
+    ];
+    support::sweep::assert_no_leaks(&kube, &ns, &known).await;
 }
 
 struct TokenEnv {
@@ -141,6 +148,7 @@ struct TokenEnv {
 }
 
 async fn token_env(prefix: &str) -> TokenEnv {
+    support::sweep::capture_logs();
     let consul = ConsulCluster::start(ConsulOptions { acl: true, ..Default::default() }).await.expect("ACL Consul");
     let management = consul.management_token().expect("management token");
     let kube_env = testenv::shared_kube().await;
@@ -257,6 +265,13 @@ async fn acltoken_allows_what_its_policy_allows_rotates_and_is_revoked_on_delete
         admin.acl_policy_read_by_name("app-kv").await.ok()?.is_none().then_some(())
     })
     .await;
+    // The sweep: no token this test saw is in any log line, Event or status.
+    let known = [
+        support::sweep::Known { what: "the management token".into(), value: env.management.clone() },
+        support::sweep::Known { what: "the first ACLToken secret".into(), value: secret },
+        support::sweep::Known { what: "the rotated ACLToken secret".into(), value: rotated },
+    ];
+    support::sweep::assert_no_leaks(&env.kube, &env.ns, &known).await;
 }
 
 async fn tokens_status_accessor_gone(admin: &Client, accessor: &str) -> bool {

@@ -8,7 +8,7 @@
 //! generated server config, reached through `--consul-address NAMESPACE/NAME=URL`.
 mod support;
 
-use concord::consul::{self, ClientConfig, KvWriteOptions, QueryOptions};
+use concord::consul::{self, KvWriteOptions, QueryOptions};
 use concord::controllers::discovery_cluster::build::{self, Inputs};
 use concord::resources::{DiscoveryCluster, find_condition, types};
 use futures::StreamExt;
@@ -42,8 +42,10 @@ fn inputs(name: &str, namespace: &str, spec: Value) -> Inputs {
 /// `retry_join` (loopback Serf addresses instead of the headless Service names), and
 /// `encrypt` (the generated gossip key, `-encrypt=$(GOSSIP_KEY)` in the pod). Everything
 /// else (`server`, `bootstrap_expect`, `datacenter`, `performance`, `autopilot`, `ui_config`,
-/// `retry_interval`, `acl`, ...) is what the ConfigMap holds.
-fn loopback_config(rendered: &Value, name: &str, gossip_key: &str, s: &LoopbackServer) -> Value {
+/// `retry_interval`, `acl`, ...) is what the ConfigMap holds. With TLS (the default), the
+/// certificate files are `tls`'s instead of the mounted Secret's, HTTPS is served on the
+/// harness's API port, and plain HTTP (loopback-only in a pod) is off.
+fn loopback_config(rendered: &Value, name: &str, gossip_key: &str, tls: &LoopbackTls, s: &LoopbackServer) -> Value {
     let mut config = rendered.clone();
     config["node_name"] = json!(build::server_node_name(name, s.index as i32));
     for key in ["bind_addr", "advertise_addr", "client_addr"] {
@@ -57,20 +59,96 @@ fn loopback_config(rendered: &Value, name: &str, gossip_key: &str, s: &LoopbackS
     config["data_dir"] = json!(s.data_dir);
     config["retry_join"] = json!(s.serf_lan_addrs);
     config["encrypt"] = json!(gossip_key);
+    if config.get("tls").is_some() {
+        config["tls"]["defaults"]["ca_file"] = json!(tls.dir.join("ca.crt"));
+        config["tls"]["defaults"]["cert_file"] = json!(tls.dir.join("tls.crt"));
+        config["tls"]["defaults"]["key_file"] = json!(tls.dir.join("tls.key"));
+        config["ports"]["https"] = json!(s.http);
+        config["ports"]["http"] = json!(-1);
+        if let Some(map) = config.as_object_mut() {
+            map.remove("addresses");
+        }
+    }
     config
 }
 
-/// A loopback Consul started from concord's config for cluster `name` with `replicas`.
-async fn consul_from_generated_config(name: &str, namespace: &str, replicas: i32) -> ConsulCluster {
+/// Certificate files for loopback servers: a CA and a server certificate made with
+/// concord's own issuing code (`from_ca`), or taken from the Secret the controller issued
+/// (`from_secret`). Removed when dropped.
+struct LoopbackTls {
+    ca: concord::cluster::tls::Ca,
+    dir: std::path::PathBuf,
+}
+
+impl LoopbackTls {
+    fn files(label: &str, ca_pem: &str, cert: &str, key: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("concord-dc-tls-{}-{label}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for (file, text) in [("ca.crt", ca_pem), ("tls.crt", cert), ("tls.key", key)] {
+            std::fs::write(dir.join(file), text).expect("write TLS file");
+        }
+        dir
+    }
+
+    /// A fresh CA for cluster `name` in `ns` and a server certificate it signed.
+    fn from_ca(name: &str, ns: &str) -> Self {
+        use concord::cluster::tls;
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let ca = tls::new_ca(name, ns, now).expect("CA");
+        let names = tls::server_names(name, ns, "dc1");
+        let issued = tls::issue_server_cert(&ca, "test", name, ns, &names, now).expect("server certificate");
+        let dir = Self::files(ns, &ca.cert_pem, &issued.cert_pem, &issued.key_pem);
+        LoopbackTls { ca, dir }
+    }
+
+    /// The files of the controller's `<name>-server-tls` Secret.
+    fn from_secret(label: &str, secret: &Secret) -> Self {
+        let text =
+            |key: &str| String::from_utf8(secret.data.as_ref().expect("data")[key].0.clone()).expect("PEM is UTF-8");
+        let dir = Self::files(label, &text("ca.crt"), &text("tls.crt"), &text("tls.key"));
+        LoopbackTls { ca: concord::cluster::tls::Ca { cert_pem: text("ca.crt"), key_pem: String::new() }, dir }
+    }
+
+    /// Puts the CA into `<name>-ca`, where the controller finds it (and then issues the
+    /// servers' certificate from it instead of making a CA of its own).
+    async fn install(&self, client: &kube::Client, ns: &str) {
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "consul-ca", "namespace": ns },
+            "type": "kubernetes.io/tls", "stringData": { "tls.crt": self.ca.cert_pem, "tls.key": self.ca.key_pem },
+        });
+        Api::<Secret>::namespaced(client.clone(), ns)
+            .patch("consul-ca", &PatchParams::apply("concord-test").force(), &Patch::Apply(&secret))
+            .await
+            .expect("CA Secret");
+    }
+}
+
+impl Drop for LoopbackTls {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A loopback Consul started from concord's config for cluster `name` with `replicas`,
+/// TLS on (the default) with a CA of the test's: [`LoopbackTls::install`] it before the
+/// controller looks.
+async fn consul_from_generated_config(name: &str, namespace: &str, replicas: i32) -> (ConsulCluster, LoopbackTls) {
     let rendered = build::server_config(&inputs(name, namespace, json!({ "replicas": replicas })), replicas);
+    start_loopback(&rendered, name, LoopbackTls::from_ca(name, namespace), replicas).await
+}
+
+async fn start_loopback(rendered: &Value, name: &str, tls: LoopbackTls, replicas: i32) -> (ConsulCluster, LoopbackTls) {
     let key = build::new_gossip_key();
-    ConsulCluster::start_with_configs(replicas as usize, |s| loopback_config(&rendered, name, &key, s))
-        .await
-        .expect("Consul servers start from the generated config")
+    let cluster = ConsulCluster::start_with_tls_configs(replicas as usize, tls.ca.cert_pem.clone(), |s| {
+        loopback_config(rendered, name, &key, &tls, s)
+    })
+    .await
+    .expect("Consul servers start from the generated config");
+    (cluster, tls)
 }
 
 fn consul_client(cluster: &ConsulCluster) -> consul::Client {
-    consul::Client::new(ClientConfig::new(cluster.http_addrs())).expect("client")
+    consul::Client::new(support::consul_config(cluster)).expect("client")
 }
 
 async fn apply_cluster(client: &kube::Client, ns: &str, spec: Value) {
@@ -130,7 +208,8 @@ async fn raft_nodes(consul: &consul::Client) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_generated_server_config_forms_a_three_server_cluster() {
-    let consul = consul_from_generated_config("consul", "ops", 3).await;
+    let (consul, _tls) = consul_from_generated_config("consul", "ops", 3).await;
+    assert!(consul.http_addr().starts_with("https://"));
     let client = consul_client(&consul);
     let raft = client.operator_raft_configuration(&QueryOptions::default()).await.expect("raft");
     assert!(raft.leader().is_some(), "a leader: {raft:?}");
@@ -176,9 +255,11 @@ async fn a_managed_cluster_yields_its_objects_keeps_its_gossip_key_and_is_garbag
     assert_eq!(security.read_only_root_filesystem, Some(true));
     let probe = container.readiness_probe.as_ref().and_then(|p| p.exec.as_ref()).and_then(|e| e.command.clone());
     assert!(probe.expect("exec readiness probe").join(" ").contains("/v1/status/leader"));
-    let gossip_env = container.env.as_ref().expect("env").iter().find(|e| e.name == "GOSSIP_KEY").expect("GOSSIP_KEY");
-    let secret_ref = gossip_env.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("from a Secret");
-    assert_eq!((secret_ref.name.as_str(), secret_ref.key.as_str()), ("consul-gossip", "key"));
+    let volume = |name: &str| pod.volumes.as_ref().expect("volumes").iter().find(|v| v.name == name).cloned();
+    let gossip_volume = volume("gossip").and_then(|v| v.secret).expect("the gossip config is a Secret volume");
+    assert_eq!(gossip_volume.secret_name.as_deref(), Some("consul-gossip-config"));
+    let tls_volume = volume("tls").and_then(|v| v.secret).expect("the TLS Secret is mounted");
+    assert_eq!(tls_volume.secret_name.as_deref(), Some("consul-server-tls"));
     let anti = pod.affinity.as_ref().and_then(|a| a.pod_anti_affinity.as_ref());
     assert!(anti.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref()).is_some());
 
@@ -194,7 +275,7 @@ async fn a_managed_cluster_yields_its_objects_keeps_its_gossip_key_and_is_garbag
     let client_svc = services.get("consul-client").await.expect("client Service").spec.expect("spec");
     let ports: Vec<(i32, String)> =
         client_svc.ports.unwrap_or_default().into_iter().map(|p| (p.port, p.protocol.unwrap_or_default())).collect();
-    assert_eq!(ports, vec![(8500, "TCP".into()), (8600, "TCP".into()), (8600, "UDP".into())]);
+    assert_eq!(ports, vec![(8501, "TCP".into()), (8600, "TCP".into()), (8600, "UDP".into())]);
 
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
     let pdb = pdbs.get("consul-server").await.expect("PDB").spec.expect("spec");
@@ -215,6 +296,26 @@ async fn a_managed_cluster_yields_its_objects_keeps_its_gossip_key_and_is_garbag
     use base64::Engine;
     let raw = base64::engine::general_purpose::STANDARD.decode(&key).expect("base64 key");
     assert_eq!(raw.len(), 32);
+    // The key reaches the servers only as a mounted config file: it is nowhere in the
+    // StatefulSet as the API server holds it (command, args, env), nor in the ConfigMap.
+    let key_text = String::from_utf8(key.clone()).expect("key text");
+    let gossip_config = eventually("the gossip config Secret", WAIT, || async {
+        secrets.get_opt("consul-gossip-config").await.ok().flatten()
+    })
+    .await;
+    let file: Value =
+        serde_json::from_slice(&gossip_config.data.as_ref().expect("data")["gossip.json"].0).expect("gossip.json");
+    assert_eq!(file, json!({ "encrypt": key_text }));
+    let sts_json = serde_json::to_string(&sts_api.get("consul-server").await.expect("sts")).expect("json");
+    assert!(!sts_json.contains(&key_text), "the gossip key is in the StatefulSet");
+    assert!(!sts_json.contains("encrypt") && !sts_json.contains("GOSSIP_KEY"), "{sts_json}");
+    let cm_json = serde_json::to_string(&config_maps.get("consul-server-config").await.expect("cm")).expect("json");
+    assert!(!cm_json.contains(&key_text) && !cm_json.contains("encrypt"));
+    // TLS: a CA and the servers' certificate, both owned by the cluster.
+    for name in ["consul-ca", "consul-server-tls"] {
+        let secret = secrets.get(name).await.unwrap_or_else(|e| panic!("Secret {name}: {e}"));
+        assert_eq!(secret.metadata.owner_references.as_ref().expect("owned")[0].uid, uid, "{name}");
+    }
 
     // Status: Consul is unreachable, no pod is ready (no kubelet), the objects exist.
     let available = eventually("Available=False, ConsulUnreachable", WAIT, || async {
@@ -252,6 +353,9 @@ async fn a_managed_cluster_yields_its_objects_keeps_its_gossip_key_and_is_garbag
             && pdbs.get_opt("consul-server").await.ok()?.is_none()
             && config_maps.get_opt("consul-server-config").await.ok()?.is_none()
             && secrets.get_opt("consul-gossip").await.ok()?.is_none()
+            && secrets.get_opt("consul-gossip-config").await.ok()?.is_none()
+            && secrets.get_opt("consul-ca").await.ok()?.is_none()
+            && secrets.get_opt("consul-server-tls").await.ok()?.is_none()
             && pods.list(&ListParams::default()).await.ok()?.items.is_empty();
         gone.then_some(())
     })
@@ -282,7 +386,8 @@ async fn scaling_3_5_3_removes_departing_servers_from_raft_first_and_refuses_to_
     install_crds(&client).await;
     let ns = env.create_namespace("dc-scale").await;
     // Five real servers named like the pods of a 5-server cluster.
-    let cluster = consul_from_generated_config("consul", &ns, 5).await;
+    let (cluster, tls) = consul_from_generated_config("consul", &ns, 5).await;
+    tls.install(&client, &ns).await;
     let consul = consul_client(&cluster);
     consul.kv_put("scale/data", "kept", &KvWriteOptions::default()).await.expect("kv put");
     let _controller =
@@ -397,7 +502,8 @@ async fn an_image_change_rolls_one_server_at_a_time_only_while_the_cluster_is_he
     let client = env.client().await;
     install_crds(&client).await;
     let ns = env.create_namespace("dc-roll").await;
-    let cluster = consul_from_generated_config("consul", &ns, 3).await;
+    let (cluster, tls) = consul_from_generated_config("consul", &ns, 3).await;
+    tls.install(&client, &ns).await;
     let consul = consul_client(&cluster);
     let kubelet = fake_kubelet(client.clone(), &ns);
     let _controller =
@@ -472,10 +578,8 @@ async fn a_managed_cluster_with_acls_is_bootstrapped_once_and_then_read_with_the
     // The generated config with its ACL block (default deny, not bootstrapped).
     let rendered = build::server_config(&inputs("consul", &ns, spec.clone()), 3);
     assert_eq!(rendered["acl"]["default_policy"], "deny");
-    let key = build::new_gossip_key();
-    let cluster = ConsulCluster::start_with_configs(3, |s| loopback_config(&rendered, "consul", &key, s))
-        .await
-        .expect("ACL-enabled servers start from the generated config");
+    let (cluster, tls) = start_loopback(&rendered, "consul", LoopbackTls::from_ca("consul", &ns), 3).await;
+    tls.install(&client, &ns).await;
     let _controller =
         start_controller(client.clone(), &ns, &["--consul-address", &override_flag(&ns, &cluster.http_addrs())]).await;
     apply_cluster(&client, &ns, spec).await;
@@ -530,4 +634,57 @@ async fn a_managed_cluster_with_acls_is_bootstrapped_once_and_then_read_with_the
         "KV without a token must be denied, got {:?}",
         kv.map(|r| r.value.is_some())
     );
+}
+
+/// TLS on by default, end to end: the controller makes the CA and issues the servers'
+/// certificate; three real servers run on exactly that certificate and the ConfigMap's
+/// `server.json` (HTTPS only, `verify_incoming`/`verify_outgoing`/`verify_server_hostname`
+/// on internal RPC, so they form a cluster only if the certificate is right for it); the
+/// controller reaches them over HTTPS, verifying against the CA Secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_cluster_issues_its_own_certificates_and_real_servers_form_a_verified_cluster_on_them() {
+    let env = testenv::shared_kube_with_controllers().await;
+    let client = env.client().await;
+    install_crds(&client).await;
+    let ns = env.create_namespace("dc-tls").await;
+    // First only the objects (nothing answers at this address).
+    let dead = format!("https://127.0.0.1:{}", free_port());
+    let first = start_controller(client.clone(), &ns, &["--consul-address", &override_flag(&ns, &[dead])]).await;
+    apply_cluster(&client, &ns, json!({ "replicas": 3 })).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let issued = eventually("the servers' certificate Secret", WAIT, || async {
+        secrets.get_opt("consul-server-tls").await.ok().flatten()
+    })
+    .await;
+    let ca = secrets.get("consul-ca").await.expect("CA Secret");
+    assert_eq!(ca.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert_eq!(
+        issued.data.as_ref().expect("data")["ca.crt"].0,
+        ca.data.as_ref().expect("data")["tls.crt"].0,
+        "the servers trust the CA concord keeps"
+    );
+    for reason in ["CAGenerated", "ServerCertificateIssued"] {
+        eventually(reason, WAIT, || has_event(&client, &ns, reason)).await;
+    }
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let cm = eventually("the ConfigMap", WAIT, || async {
+        config_maps.get_opt("consul-server-config").await.ok().flatten()
+    })
+    .await;
+    let rendered: Value = serde_json::from_str(&cm.data.expect("data")["server.json"]).expect("server.json");
+    first.stop().await;
+
+    let (cluster, _tls) = start_loopback(&rendered, "consul", LoopbackTls::from_secret(&ns, &issued), 3).await;
+    assert!(cluster.http_addr().starts_with("https://"));
+    let _controller =
+        start_controller(client.clone(), &ns, &["--consul-address", &override_flag(&ns, &cluster.http_addrs())]).await;
+    let dcs: Api<DiscoveryCluster> = Api::namespaced(client.clone(), &ns);
+    let status = eventually("leader and 3 voters over verified HTTPS", WAIT, || async {
+        let status = dcs.get("consul").await.ok()?.status?;
+        (status.leader.is_some() && status.peers.len() == 3).then_some(status)
+    })
+    .await;
+    assert!(find_condition(&status.conditions, types::AVAILABLE).is_some_and(|c| c.status == "True"));
+    let again = secrets.get("consul-server-tls").await.expect("Secret");
+    assert_eq!(again.metadata.resource_version, issued.metadata.resource_version, "not reissued without cause");
 }

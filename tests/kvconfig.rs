@@ -25,6 +25,7 @@ struct Env {
 
 /// A namespace with a DiscoveryCluster pointing at `cluster` and a controller watching it.
 async fn setup(cluster: &ConsulCluster) -> Env {
+    support::sweep::capture_logs();
     let kube_env = testenv::shared_kube().await;
     let kube = kube_env.client().await;
     support::install_crds(&kube).await;
@@ -298,6 +299,9 @@ async fn kvconfig_keys_from_a_config_map_and_a_secret_follow_their_changes() {
     let c = find_condition(&obj.status.as_ref().expect("status").conditions, types::SYNCED).expect("Synced");
     assert!(c.message.contains("absent"), "{}", c.message);
     assert_eq!(value("http/timeout").await.as_deref(), Some("9s"), "nothing removed while a source is missing");
+    // The sweep: the Secret's value is in no log line, Event or status.
+    let planted = support::sweep::Known { what: "the Secret value copied to KV".into(), value: "hunter2".into() };
+    support::sweep::assert_no_leaks(&env.kube, &env.ns, &[planted]).await;
     env.controller.stop().await;
 }
 

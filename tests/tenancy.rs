@@ -5,7 +5,7 @@
 //! nothing behind; the legitimate way to do the same thing is shown to still work.
 mod support;
 
-use concord::consul::{AclPolicy, Client, ClientConfig, QueryOptions};
+use concord::consul::{AclPolicy, Client, QueryOptions};
 use concord::resources::DiscoveryCluster;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
@@ -26,14 +26,19 @@ struct Env {
     _controller: RunningController,
 }
 
-/// A namespace whose DiscoveryCluster `consul` points at `addrs` (with `extra` merged into
-/// its spec), with a controller watching it.
-async fn setup(prefix: &str, addrs: &[String], extra: Value, token: Option<&str>) -> Env {
+/// A namespace whose DiscoveryCluster `consul` points at `cluster` (with `extra` merged
+/// into its spec, and its CA when TLS is on), with a controller watching it.
+async fn setup(prefix: &str, cluster: &ConsulCluster, extra: Value, token: Option<&str>) -> Env {
+    support::sweep::capture_logs();
     let kube_env = testenv::shared_kube().await;
     let kube = kube_env.client().await;
     support::install_crds(&kube).await;
     let ns = kube_env.create_namespace(prefix).await;
+    let addrs = cluster.http_addrs();
     let mut spec = json!({ "external": { "address": addrs.join(",") } });
+    if let Some(ca) = support::ca_secret_ref(&kube, &ns, cluster).await {
+        spec["external"]["caSecretRef"] = ca;
+    }
     if let Some(token) = token {
         let secret: Secret = serde_json::from_value(json!({
             "metadata": { "name": "consul-token", "namespace": ns }, "stringData": { "token": token },
@@ -54,7 +59,7 @@ async fn setup(prefix: &str, addrs: &[String], extra: Value, token: Option<&str>
         .await
         .expect("DiscoveryCluster");
     let controller = support::start_controller(kube.clone(), &ns, &[]).await;
-    let mut config = ClientConfig::new(addrs.to_vec());
+    let mut config = support::consul_config(cluster);
     if let Some(token) = token {
         config = config.token(concord::consul::Token::new(token));
     }
@@ -121,14 +126,25 @@ impl Env {
         self.consul.kv_keys(prefix, None, &QueryOptions::default()).await.expect("kv keys").value
     }
 
+    /// The leak sweep over this namespace (its Secrets' tokens and keys, and `extra`).
+    async fn sweep(&self, extra: &[(&str, &str)]) -> usize {
+        let extra: Vec<support::sweep::Known> = extra
+            .iter()
+            .map(|(what, value)| support::sweep::Known { what: what.to_string(), value: value.to_string() })
+            .collect();
+        support::sweep::assert_no_leaks(&self.kube, &self.ns, &extra).await
+    }
+
     async fn secret(&self, name: &str) -> Option<Secret> {
         Api::<Secret>::namespaced(self.kube.clone(), &self.ns).get_opt(name).await.expect("get Secret")
     }
 }
 
+/// The suite runs against Consul with TLS on (HTTPS, verified RPC): what a tenant can or
+/// cannot do must not depend on the transport.
 async fn shared_env(prefix: &str, extra: Value) -> Env {
-    let consul = testenv::shared_consul().await;
-    setup(prefix, &consul.http_addrs(), extra, None).await
+    let consul = testenv::shared_consul_tls().await;
+    setup(prefix, consul, extra, None).await
 }
 
 /// Attack: a ConfigTemplate whose output names the ACL bootstrap Secret (or any object it
@@ -198,6 +214,7 @@ async fn a_template_cannot_take_over_a_secret_or_configmap_it_did_not_create() {
         (cms.get("app").await.ok()?.data?.get("conf")? == "rendered again").then_some(())
     })
     .await;
+    env.sweep(&[]).await;
 }
 
 /// Attack: `fromSecret` copied any Secret of the namespace into Consul KV (where a
@@ -225,6 +242,7 @@ async fn a_kvconfig_cannot_copy_a_secret_that_did_not_opt_in() {
     secrets.patch("db", &PatchParams::default(), &Patch::Merge(&label)).await.expect("labelled");
     env.condition::<KVConfig>("copy", "Synced", "True", "Synced").await;
     assert_eq!(env.kv_keys(&prefix).await, vec![format!("{prefix}password")]);
+    env.sweep(&[("the db password", "s3cr3t-db")]).await;
 }
 
 /// Attack: with the owner's grants declared (`spec.tenancy`), a tenant writes KV outside
@@ -232,17 +250,17 @@ async fn a_kvconfig_cannot_copy_a_secret_that_did_not_opt_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_intentions_and_template_reads_stay_inside_the_granted_tenancy() {
     use concord::resources::{ConfigTemplate, KVConfig, ServiceIntention};
-    let consul = testenv::shared_consul().await;
+    let consul = testenv::shared_consul_tls().await;
     // The namespace name is only known once created; grant by a unique marker instead.
     let marker = format!("ten{}", std::process::id());
     let tenancy = json!({ "tenancy": {
         "kvPrefixes": [format!("{marker}-mine/")],
         "intentionDestinations": [format!("{marker}-web")],
     } });
-    let env = setup("ten-grants", &consul.http_addrs(), tenancy, None).await;
+    let env = setup("ten-grants", consul, tenancy, None).await;
 
     let theirs = format!("{marker}-theirs/");
-    let admin = Client::new(ClientConfig::new(consul.http_addrs())).expect("admin");
+    let admin = Client::new(support::consul_config(consul)).expect("admin");
     admin
         .kv_put(&format!("{theirs}password"), "their-secret".to_string(), &Default::default())
         .await
@@ -313,9 +331,10 @@ async fn kv_intentions_and_template_reads_stay_inside_the_granted_tenancy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acltoken_cannot_mint_management_or_carry_ungranted_policies() {
     use concord::resources::{ACLPolicy, ACLToken};
-    let consul = ConsulCluster::start(ConsulOptions { acl: true, ..Default::default() }).await.expect("ACL Consul");
+    let consul =
+        ConsulCluster::start(ConsulOptions { acl: true, tls: true, ..Default::default() }).await.expect("ACL Consul");
     let management = consul.management_token().expect("management token");
-    let env = setup("ten-acl", &consul.http_addrs(), json!({}), Some(&management)).await;
+    let env = setup("ten-acl", &consul, json!({}), Some(&management)).await;
     // A management-equivalent policy someone made outside concord.
     let ops = AclPolicy { name: "ops-admin".into(), rules: "acl = \"write\"".into(), ..Default::default() };
     env.consul.acl_policy_create(&ops).await.expect("ops-admin");
@@ -362,4 +381,32 @@ async fn an_acltoken_cannot_mint_management_or_carry_ungranted_policies() {
     .await;
     env.condition::<ACLToken>("team", "Synced", "True", "Synced").await;
     assert!(env.secret("team-token").await.is_some(), "a granted token is written");
+    // The sweep, with the team token's secret found in its Secret by the sweep itself.
+    let looked_for = env.sweep(&[("the management token", &management)]).await;
+    assert!(looked_for >= 3, "management, consul-token and team-token: {looked_for}");
+}
+
+/// The sweep itself can fail: a token planted in a log line and in an Event is found in
+/// both places (and its value is not in the report).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leak_sweep_finds_a_token_planted_in_a_log_line_and_an_event() {
+    support::sweep::capture_logs();
+    let kube_env = testenv::shared_kube().await;
+    let kube = kube_env.client().await;
+    let ns = kube_env.create_namespace("ten-sweep").await;
+    let planted = "0f4c2a1e-9b7d-4c3e-8a2f-6d5e4c3b2a19";
+    tracing::warn!(token = planted, "a careless log line");
+    let event: Event = serde_json::from_value(json!({
+        "metadata": { "name": "careless", "namespace": ns },
+        "eventTime": "2026-12-01T00:00:00.000000Z", "reportingController": "test", "reportingInstance": "test",
+        "action": "Test", "reason": "Careless", "type": "Normal", "note": format!("token {planted}"),
+        "regarding": { "apiVersion": "v1", "kind": "ConfigMap", "name": "x", "namespace": ns },
+    }))
+    .expect("event");
+    Api::<Event>::namespaced(kube.clone(), &ns).create(&PostParams::default(), &event).await.expect("event");
+    let known = [support::sweep::Known { what: "the planted token".into(), value: planted.into() }];
+    let found = support::sweep::leaks(&kube, &ns, &known).await;
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().any(|f| f.contains("logs")) && found.iter().any(|f| f.contains("Events")), "{found:?}");
+    assert!(!format!("{found:?}").contains(planted));
 }

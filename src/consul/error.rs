@@ -71,6 +71,7 @@ impl Error {
         match self {
             Error::Config(_) => "config",
             Error::InvalidRequest(_) => "invalid_request",
+            Error::Transport { .. } if self.is_tls_verify_failure() => "tls_verify",
             Error::Transport { .. } => "transport",
             Error::Http { status, .. } if status.is_server_error() => "http_5xx",
             Error::Http { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => "rate_limited",
@@ -88,8 +89,19 @@ impl Error {
     /// an unreachable or leaderless cluster, throttling, or a lost CAS race.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Transport { .. } | Error::CasConflict { .. } => true,
+            Error::Transport { .. } => !self.is_tls_verify_failure(),
+            Error::CasConflict { .. } => true,
             Error::Http { status, .. } => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
+            _ => false,
+        }
+    }
+
+    /// Whether the server's TLS certificate was refused: not signed by the configured
+    /// CA, expired, or not valid for the address. rustls reports these (and only these)
+    /// as "invalid peer certificate", deep in the cause chain.
+    pub fn is_tls_verify_failure(&self) -> bool {
+        match self {
+            Error::Transport { source, .. } => chain(source).contains("invalid peer certificate"),
             _ => false,
         }
     }

@@ -50,3 +50,21 @@ where
 {
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
+
+/// The PEM CA file of `--ca-file`, checked to hold a certificate.
+pub fn read_ca_file(path: &std::path::Path) -> std::result::Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!("CA file {} holds no PEM certificate", path.display()));
+    }
+    Ok(pem)
+}
+
+/// A hint to append to a CLI error when the servers' certificate was refused.
+pub fn tls_hint(error: &Error) -> &'static str {
+    if error.is_tls_verify_failure() {
+        " (the servers' certificate is not trusted: pass their CA with --ca-file or CONSUL_CACERT)"
+    } else {
+        ""
+    }
+}

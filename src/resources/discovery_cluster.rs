@@ -52,6 +52,12 @@ pub struct DiscoveryClusterSpec {
     /// ACL system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl: Option<AclSpec>,
+    /// TLS of a managed cluster; on by default: concord keeps a CA in the Secret
+    /// `<name>-ca`, issues the servers' certificate into `<name>-server-tls`, the servers
+    /// serve HTTPS on 8501 (plain HTTP only on the pod's loopback) and verify each other
+    /// on internal RPC, and concord verifies them against that CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// Serve the Consul web UI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ui: Option<bool>,
@@ -165,6 +171,15 @@ pub struct AclSpec {
     pub bootstrap_secret_name: Option<String>,
 }
 
+/// TLS of a managed cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Serve HTTPS and verified RPC (default true). `false` is plain HTTP on 8500.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
 /// Catalog sync settings.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -253,6 +268,11 @@ pub struct ExternalSpec {
     /// Secret key holding the ACL token concord uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_ref: Option<KeyRef>,
+    /// Secret key holding the PEM certificate of the CA that signed the servers' HTTPS
+    /// certificates; `https://` addresses are then verified against it alone. Unset:
+    /// the system's public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<KeyRef>,
 }
 
 /// Observed state of a Consul cluster.
@@ -307,5 +327,10 @@ impl DiscoveryClusterSpec {
     /// True when concord runs the servers (no `external`).
     pub fn is_managed(&self) -> bool {
         self.external.is_none()
+    }
+
+    /// True for a managed cluster whose servers speak TLS (the default).
+    pub fn managed_tls(&self) -> bool {
+        self.is_managed() && self.tls.as_ref().and_then(|t| t.enabled) != Some(false)
     }
 }

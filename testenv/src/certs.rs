@@ -51,3 +51,35 @@ pub(crate) fn generate() -> Result<Pki, Error> {
         sa_public_key: sa_key.public_key_pem(),
     })
 }
+
+/// TLS material of a loopback Consul cluster: a CA and one server certificate shared by
+/// every server (they all live on 127.0.0.1), valid for `server.<datacenter>.consul`
+/// (what `verify_server_hostname` checks on internal RPC), `localhost` and `127.0.0.1`,
+/// for both ends of TLS (servers dial each other).
+pub(crate) struct ConsulPki {
+    pub ca_cert: String,
+    pub server_cert: String,
+    pub server_key: String,
+}
+
+pub(crate) fn generate_consul(datacenter: &str) -> Result<ConsulPki, Error> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "concord-testenv-consul-ca");
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let ca = ca_params.self_signed(&ca_key)?;
+
+    let server_key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec![
+        format!("server.{datacenter}.consul"),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ])?;
+    params.distinguished_name.push(DnType::CommonName, format!("server.{datacenter}.consul"));
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let server = params.signed_by(&server_key, &ca, &ca_key)?;
+    Ok(ConsulPki { ca_cert: ca.pem(), server_cert: server.pem(), server_key: server_key.serialize_pem() })
+}

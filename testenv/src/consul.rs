@@ -40,11 +40,14 @@ pub struct ConsulOptions {
     /// Where the `consul` binary is; `None` means [`crate::bin_dir`]. Tests use this
     /// instead of the process environment, which all tests in a process share.
     pub bin_dir: Option<PathBuf>,
+    /// TLS on: HTTPS only (no plain HTTP) on each server's API port and verified
+    /// internal RPC, with a fresh CA; see [`ConsulCluster::ca_pem`].
+    pub tls: bool,
 }
 
 impl Default for ConsulOptions {
     fn default() -> Self {
-        ConsulOptions { servers: 3, acl: false, bootstrap_acl: true, bin_dir: None }
+        ConsulOptions { servers: 3, acl: false, bootstrap_acl: true, bin_dir: None, tls: false }
     }
 }
 
@@ -73,6 +76,8 @@ impl Ports {
 struct Server {
     spec: ServerSpec,
     ports: Ports,
+    /// `https` with TLS, else `http`.
+    scheme: &'static str,
     /// `None` while killed. A std mutex: never held across an await.
     process: Mutex<Option<ServerProcess>>,
 }
@@ -80,18 +85,24 @@ struct Server {
 impl Server {
     /// Server `i`: writes its config to `<dir>/server.json` and describes how to run it.
     fn with_config(i: usize, binary: &Path, dir: PathBuf, ports: Ports, config: &Value) -> Result<Server, Error> {
+        let scheme = if config["ports"]["https"].as_i64().is_some_and(|p| p == i64::from(ports.http)) {
+            "https"
+        } else {
+            "http"
+        };
         let config_path = dir.join("server.json");
         std::fs::write(&config_path, config.to_string())
             .map_err(|e| Error::io(format!("writing {}", config_path.display()), e))?;
         Ok(Server {
             spec: ServerSpec {
-                what: format!("consul server s{i} (http://127.0.0.1:{})", ports.http),
+                what: format!("consul server s{i} ({scheme}://127.0.0.1:{})", ports.http),
                 binary: binary.to_path_buf(),
                 args: vec!["agent".into(), format!("-config-file={}", config_path.display())],
                 log: dir.join("consul.log"),
                 workdir: dir,
             },
             ports,
+            scheme,
             process: Mutex::new(None),
         })
     }
@@ -101,7 +112,7 @@ impl Server {
     }
 
     fn http(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.http)
+        format!("{}://127.0.0.1:{}", self.scheme, self.ports.http)
     }
 
     /// The address Raft knows this server by, as `/v1/status/*` reports it.
@@ -132,6 +143,8 @@ pub struct ConsulCluster {
     /// Whether the harness itself can write KV and read autopilot state (no ACLs, or a
     /// management token); an un-bootstrapped ACL cluster only answers `/v1/status`.
     privileged: bool,
+    /// The CA (PEM) the servers' HTTPS certificates chain to, with TLS.
+    ca_pem: Option<String>,
     dir: WorkDir,
 }
 
@@ -161,13 +174,19 @@ impl ConsulCluster {
             servers: Vec::new(),
             privileged: !opts.acl || token.is_some(),
             token,
+            ca_pem: None,
             dir: WorkDir::create("consul")?,
         };
+        let tls = match opts.tls {
+            true => Some(crate::consul_tls::write_files(&cluster.dir, "dc1")?),
+            false => None,
+        };
+        cluster.ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
         let started = Instant::now();
         let result = with_port_retries(async || {
             // Kill the previous attempt's servers before their data dirs are wiped.
             cluster.servers.clear();
-            cluster.servers = cluster.configure(&binary, &opts)?;
+            cluster.servers = cluster.configure(&binary, &opts, tls.as_ref())?;
             for server in &cluster.servers {
                 *server.process() = Some(ServerProcess::spawn(&server.spec)?);
             }
@@ -202,12 +221,36 @@ impl ConsulCluster {
         servers: usize,
         config: impl Fn(&LoopbackServer) -> Value,
     ) -> Result<ConsulCluster, Error> {
+        Self::start_with_configs_and_ca(servers, None, config).await
+    }
+
+    /// Like [`ConsulCluster::start_with_configs`] for configs that serve HTTPS, with no
+    /// plain HTTP, on each server's `http` port (`ports.https = http`, `ports.http = -1`):
+    /// the harness checks readiness over HTTPS, trusting `ca_pem`.
+    pub async fn start_with_tls_configs(
+        servers: usize,
+        ca_pem: String,
+        config: impl Fn(&LoopbackServer) -> Value,
+    ) -> Result<ConsulCluster, Error> {
+        Self::start_with_configs_and_ca(servers, Some(ca_pem), config).await
+    }
+
+    async fn start_with_configs_and_ca(
+        servers: usize,
+        ca_pem: Option<String>,
+        config: impl Fn(&LoopbackServer) -> Value,
+    ) -> Result<ConsulCluster, Error> {
         if servers == 0 {
             return Err(Error::InvalidOptions("a Consul cluster needs at least one server".into()));
         }
         let binary = crate::binary_in(&crate::bin_dir(), "consul")?;
-        let mut cluster =
-            ConsulCluster { servers: Vec::new(), privileged: true, token: None, dir: WorkDir::create("consul")? };
+        let mut cluster = ConsulCluster {
+            servers: Vec::new(),
+            privileged: true,
+            token: None,
+            ca_pem,
+            dir: WorkDir::create("consul")?,
+        };
         let result = with_port_retries(async || {
             cluster.servers.clear();
             cluster.servers = cluster.configure_with(&binary, servers, &config)?;
@@ -258,7 +301,12 @@ impl ConsulCluster {
     }
 
     /// Picks ports, writes each server's config file and empties its data dir.
-    fn configure(&self, binary: &Path, opts: &ConsulOptions) -> Result<Vec<Server>, Error> {
+    fn configure(
+        &self,
+        binary: &Path,
+        opts: &ConsulOptions,
+        tls: Option<&crate::consul_tls::TlsFiles>,
+    ) -> Result<Vec<Server>, Error> {
         let ports = (0..opts.servers).map(|_| Ports::pick()).collect::<Result<Vec<_>, _>>()?;
         let unique = self.dir.path().file_name().and_then(|n| n.to_str()).unwrap_or("consul").to_string();
         let mut servers = Vec::with_capacity(opts.servers);
@@ -316,6 +364,9 @@ impl ConsulCluster {
                 }
                 config["acl"] = acl;
             }
+            if let Some(tls) = tls {
+                crate::consul_tls::apply(&mut config, tls, own.http);
+            }
             servers.push(Server::with_config(i, binary, dir, *own, &config)?);
         }
         Ok(servers)
@@ -334,6 +385,11 @@ impl ConsulCluster {
     /// DNS address (UDP and TCP) of server `i`. Panics if `i` is out of range.
     pub fn dns_addr(&self, i: usize) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.servers[i].ports.dns))
+    }
+
+    /// The CA (PEM) that signed the servers' HTTPS certificates, when TLS is on.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// The initial management token when started with `acl` and `bootstrap_acl`.
@@ -355,7 +411,7 @@ impl ConsulCluster {
     /// Index of the server that is Raft leader now, as reported by a running server;
     /// `None` while there is no leader or only a killed server is still reported.
     pub async fn leader_index(&self) -> Option<usize> {
-        let client = http_client(None).ok()?;
+        let client = http_client(self.ca_pem.as_deref()).ok()?;
         for server in self.servers.iter().filter(|s| s.process().is_some()) {
             if let Ok(addr) = self.get_json(&client, server, "/v1/status/leader").await
                 && let Some(i) = self.running_index_of(addr.as_str().unwrap_or(""))
@@ -387,7 +443,7 @@ impl ConsulCluster {
     /// Waits until every running server reports the same leader, and that leader is a
     /// running server (followers keep naming a killed leader for a moment).
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<(), Error> {
-        let client = http_client(None).map_err(Error::HttpClient)?;
+        let client = http_client(self.ca_pem.as_deref()).map_err(Error::HttpClient)?;
         until(timeout, async |after| match self.exited_error(after) {
             Some(error) => Probe::Failed(error),
             None => match self.common_leader(&client, after).await {
@@ -461,7 +517,7 @@ impl ConsulCluster {
     /// running server in every running server's Raft peer set, and (when the harness
     /// holds the rights) every running server a healthy voter and a KV write accepted.
     async fn wait_converged(&self, timeout: Duration) -> Result<(), Error> {
-        let client = http_client(None).map_err(Error::HttpClient)?;
+        let client = http_client(self.ca_pem.as_deref()).map_err(Error::HttpClient)?;
         until(timeout, async |after| {
             if let Some(error) = self.exited_error(after) {
                 return Probe::Failed(error);

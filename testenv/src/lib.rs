@@ -13,6 +13,7 @@
 
 mod certs;
 mod consul;
+mod consul_tls;
 mod error;
 mod fault;
 mod kubernetes;
@@ -100,4 +101,18 @@ pub async fn shared_consul() -> &'static ConsulCluster {
         .get_or_init(|| async { ConsulCluster::start(ConsulOptions::default()).await.map_err(|e| e.to_string()) })
         .await;
     or_panic(shared, "Consul cluster")
+}
+
+static SHARED_CONSUL_TLS: OnceCell<Result<ConsulCluster, String>> = OnceCell::const_new();
+
+/// Like [`shared_consul`] but with TLS on (HTTPS only, verified internal RPC); its CA is
+/// [`ConsulCluster::ca_pem`].
+pub async fn shared_consul_tls() -> &'static ConsulCluster {
+    let shared = SHARED_CONSUL_TLS
+        .get_or_init(|| async {
+            let opts = ConsulOptions { tls: true, ..ConsulOptions::default() };
+            ConsulCluster::start(opts).await.map_err(|e| e.to_string())
+        })
+        .await;
+    or_panic(shared, "Consul cluster with TLS")
 }

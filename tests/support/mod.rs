@@ -3,6 +3,8 @@
 //! a real Consul, and wait for conditions without fixed sleeps.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod sweep;
+
 use clap::Parser;
 use concord::context::ControllerArgs;
 use concord::crdgen;
@@ -221,4 +223,37 @@ pub async fn external_env(
     let consul =
         concord::consul::Client::new(concord::consul::ClientConfig::new(cluster.http_addrs())).expect("consul client");
     ExternalEnv { kube, ns, consul, controller }
+}
+
+/// A Consul client config for `cluster`: its addresses, and its CA when TLS is on.
+pub fn consul_config(cluster: &testenv::ConsulCluster) -> concord::consul::ClientConfig {
+    let config = concord::consul::ClientConfig::new(cluster.http_addrs());
+    match cluster.ca_pem() {
+        Some(pem) => config.ca_pem(pem.as_bytes().to_vec()),
+        None => config,
+    }
+}
+
+/// When `cluster` has TLS on: writes its CA into the Secret `consul-ca` (key `ca.crt`) of
+/// `ns` and returns the `external.caSecretRef` pointing at it.
+pub async fn ca_secret_ref(
+    kube: &kube::Client,
+    ns: &str,
+    cluster: &testenv::ConsulCluster,
+) -> Option<serde_json::Value> {
+    let pem = cluster.ca_pem()?;
+    put_ca_secret(kube, ns, "consul-ca", pem).await;
+    Some(serde_json::json!({ "name": "consul-ca", "key": "ca.crt" }))
+}
+
+/// Writes `pem` into Secret `name` key `ca.crt` of `ns`.
+pub async fn put_ca_secret(kube: &kube::Client, ns: &str, name: &str, pem: &str) {
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": name, "namespace": ns }, "stringData": { "ca.crt": pem },
+    });
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(kube.clone(), ns)
+        .patch(name, &PatchParams::apply("concord-test").force(), &Patch::Apply(&secret))
+        .await
+        .expect("CA Secret applied");
 }

@@ -4,9 +4,15 @@
 //!
 //! Decisions written down here:
 //! - The server config is JSON (`server.json` in a ConfigMap, loaded with `-config-dir`).
-//!   Pod-specific values come from the command line: `-advertise=$(POD_IP)` and the
-//!   gossip key `-encrypt=$(GOSSIP_KEY)` (Kubernetes expands both from env, so the key
-//!   never appears in the pod spec or the ConfigMap). The node name is the pod's hostname.
+//!   The pod's address comes from the command line (`-advertise=$(POD_IP)`). The gossip
+//!   key is a second config file (`{"encrypt": ...}`) in a Secret concord derives from the
+//!   key's Secret, mounted read-only: it is in no argument, no env var and not in the
+//!   ConfigMap. The node name is the pod's hostname.
+//! - TLS (on unless `spec.tls.enabled: false`): the servers serve HTTPS on 8501 with the
+//!   certificate concord issues into `<name>-server-tls` (mounted at `/consul/tls`),
+//!   verify each other on internal RPC (`verify_incoming`, `verify_outgoing`,
+//!   `verify_server_hostname`), and keep plain HTTP on 8500 bound to the pod's loopback
+//!   only, for the readiness probe and `consul` commands run inside the pod.
 //! - `podManagementPolicy: Parallel`: every server must start for `bootstrap_expect`
 //!   to elect the first leader; ordered start would wait forever for server 0 to be ready.
 //! - `updateStrategy: RollingUpdate` with a `partition` the controller lowers one server
@@ -22,7 +28,7 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, ExecAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
-    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret, SecretKeySelector,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret, SecretVolumeSource,
     SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
     WeightedPodAffinityTerm,
 };
@@ -37,6 +43,7 @@ use std::collections::BTreeMap;
 
 /// Consul's ports inside the pod (the official image's defaults).
 pub const HTTP_PORT: i32 = 8500;
+pub const HTTPS_PORT: i32 = crate::cluster::tls::HTTPS_PORT;
 pub const DNS_PORT: i32 = 8600;
 pub const SERVER_PORT: i32 = 8300;
 pub const SERF_LAN_PORT: i32 = 8301;
@@ -49,6 +56,12 @@ pub const GOSSIP_KEY: &str = "key";
 /// Where the servers keep Raft data (the claim) and read their config (the ConfigMap).
 pub const DATA_DIR: &str = "/consul/data";
 pub const CONFIG_DIR: &str = "/consul/config";
+/// Where the servers read their TLS certificate, key and CA (the `<name>-server-tls` Secret).
+pub const TLS_DIR: &str = "/consul/tls";
+/// Where the servers read the gossip key config file (the `<name>-gossip-config` Secret).
+pub const GOSSIP_DIR: &str = "/consul/gossip";
+/// The key (and file name) of the gossip config in its Secret.
+pub const GOSSIP_CONFIG_KEY: &str = "gossip.json";
 /// Annotation on the StatefulSet: hash of the pod template concord last applied; a
 /// different hash means the servers must roll.
 pub const TEMPLATE_HASH: &str = "concord.io/template-hash";
@@ -69,6 +82,11 @@ pub fn config_map_name(cluster: &str) -> String {
 /// The gossip key Secret concord generates when `spec.gossip.secretRef` is unset.
 pub fn gossip_secret_name(cluster: &str) -> String {
     format!("{cluster}-gossip")
+}
+/// The Secret holding the gossip key as a Consul config file, derived from the key's
+/// Secret (generated or the user's) and mounted into the servers.
+pub fn gossip_config_secret_name(cluster: &str) -> String {
+    format!("{cluster}-gossip-config")
 }
 /// Node name (and pod name, and hostname) of server `ordinal`.
 pub fn server_node_name(cluster: &str, ordinal: i32) -> String {
@@ -154,6 +172,15 @@ impl Inputs {
     fn acl_enabled(&self) -> bool {
         self.spec.acl.as_ref().is_some_and(|a| a.enabled)
     }
+
+    pub fn tls_enabled(&self) -> bool {
+        self.spec.managed_tls()
+    }
+
+    /// The port clients reach the API on: HTTPS with TLS, else HTTP.
+    fn api_port(&self) -> (&'static str, i32) {
+        if self.tls_enabled() { ("https", HTTPS_PORT) } else { ("http", HTTP_PORT) }
+    }
 }
 
 /// The server config (`server.json`) for `replicas` servers.
@@ -188,6 +215,27 @@ pub fn server_config(inputs: &Inputs, replicas: i32) -> Value {
         "disable_update_check": true,
         "log_level": "info",
     });
+    if inputs.tls_enabled() {
+        config["ports"]["https"] = json!(HTTPS_PORT);
+        // Plain HTTP only inside the pod: the readiness probe and `consul` commands.
+        config["addresses"] = json!({ "http": "127.0.0.1" });
+        config["tls"] = json!({
+            "defaults": {
+                "ca_file": format!("{TLS_DIR}/{}", crate::cluster::tls::CA_KEY),
+                "cert_file": format!("{TLS_DIR}/{}", crate::cluster::tls::CERT_KEY),
+                "key_file": format!("{TLS_DIR}/{}", crate::cluster::tls::KEY_KEY),
+                // HTTPS clients authenticate with ACL tokens, not certificates.
+                "verify_incoming": false,
+                "verify_outgoing": true,
+            },
+            "internal_rpc": {
+                "verify_incoming": true,
+                "verify_server_hostname": true,
+            },
+        });
+        // A reissued certificate (new names, renewal) is picked up without a restart.
+        config["auto_reload_config"] = json!(true);
+    }
     if inputs.acl_enabled() {
         config["acl"] = json!({
             "enabled": true,
@@ -250,7 +298,7 @@ pub fn headless_service(inputs: &Inputs) -> Service {
                 port("serflan-udp", SERF_LAN_PORT, "UDP"),
                 port("serfwan-tcp", SERF_WAN_PORT, "TCP"),
                 port("serfwan-udp", SERF_WAN_PORT, "UDP"),
-                port("http", HTTP_PORT, "TCP"),
+                port(inputs.api_port().0, inputs.api_port().1, "TCP"),
             ]),
             ..Default::default()
         }),
@@ -258,10 +306,11 @@ pub fn headless_service(inputs: &Inputs) -> Service {
     }
 }
 
-/// Client Service: the HTTP API and (unless `spec.dns: false`) DNS over TCP and UDP,
-/// answered only by ready servers (servers with a leader).
+/// Client Service: the HTTPS (or, without TLS, HTTP) API and (unless `spec.dns: false`)
+/// DNS over TCP and UDP, answered only by ready servers (servers with a leader).
 pub fn client_service(inputs: &Inputs) -> Service {
-    let mut ports = vec![port("http", HTTP_PORT, "TCP")];
+    let (name, api_port) = inputs.api_port();
+    let mut ports = vec![port(name, api_port, "TCP")];
     if inputs.dns_enabled() {
         ports.push(port("dns-tcp", DNS_PORT, "TCP"));
         ports.push(port("dns-udp", DNS_PORT, "UDP"));
@@ -288,6 +337,52 @@ pub fn pod_disruption_budget(inputs: &Inputs) -> PodDisruptionBudget {
             selector: Some(LabelSelector { match_labels: Some(selector_labels(&inputs.name)), ..Default::default() }),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// The gossip key as a Consul config file (`{"encrypt": key}`), applied on each
+/// reconcile from the key's Secret.
+pub fn gossip_config_secret(inputs: &Inputs, key: &str) -> Secret {
+    let file = json!({ "encrypt": key }).to_string();
+    Secret {
+        metadata: inputs.meta(gossip_config_secret_name(&inputs.name)),
+        type_: Some("Opaque".to_string()),
+        data: Some(BTreeMap::from([(GOSSIP_CONFIG_KEY.to_string(), ByteString(file.into_bytes()))])),
+        ..Default::default()
+    }
+}
+
+/// The CA Secret (created once, never applied again).
+pub fn ca_secret(inputs: &Inputs, ca: &crate::cluster::tls::Ca) -> Secret {
+    use crate::cluster::tls;
+    Secret {
+        metadata: inputs.meta(tls::ca_secret_name(&inputs.name)),
+        type_: Some("kubernetes.io/tls".to_string()),
+        data: Some(BTreeMap::from([
+            (tls::CERT_KEY.to_string(), ByteString(ca.cert_pem.clone().into_bytes())),
+            (tls::KEY_KEY.to_string(), ByteString(ca.key_pem.clone().into_bytes())),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// The servers' certificate Secret, with what it was issued for in its annotations.
+pub fn server_tls_secret(inputs: &Inputs, issued: &crate::cluster::tls::Issued, ca_pem: &str, digest: &str) -> Secret {
+    use crate::cluster::tls;
+    let mut meta = inputs.meta(tls::server_secret_name(&inputs.name));
+    meta.annotations = Some(BTreeMap::from([
+        (tls::NAMES_ANNOTATION.to_string(), digest.to_string()),
+        (tls::NOT_AFTER_ANNOTATION.to_string(), issued.not_after.to_string()),
+    ]));
+    Secret {
+        metadata: meta,
+        type_: Some("kubernetes.io/tls".to_string()),
+        data: Some(BTreeMap::from([
+            (tls::CERT_KEY.to_string(), ByteString(issued.cert_pem.clone().into_bytes())),
+            (tls::KEY_KEY.to_string(), ByteString(issued.key_pem.clone().into_bytes())),
+            (tls::CA_KEY.to_string(), ByteString(ca_pem.as_bytes().to_vec())),
+        ])),
         ..Default::default()
     }
 }
@@ -364,6 +459,20 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
+/// A Secret as read-only files for the consul user's group only (the pod's fsGroup).
+fn secret_volume(name: &str, secret: &str) -> Volume {
+    Volume {
+        name: name.to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_string()),
+            default_mode: Some(0o440),
+            optional: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The server pod template (its hash decides whether the servers roll).
 pub fn pod_template(inputs: &Inputs, gossip: Option<&GossipKeyRef>, config_hash: &str) -> PodTemplateSpec {
     let mut args = vec![
@@ -372,24 +481,33 @@ pub fn pod_template(inputs: &Inputs, gossip: Option<&GossipKeyRef>, config_hash:
         // Kubernetes expands $(VAR) from the container's env.
         "-advertise=$(POD_IP)".to_string(),
     ];
-    let mut env = vec![env_from_field("POD_IP", "status.podIP")];
-    if let Some(gossip) = gossip {
-        args.push("-encrypt=$(GOSSIP_KEY)".to_string());
-        env.push(EnvVar {
-            name: "GOSSIP_KEY".to_string(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: gossip.secret.clone(),
-                    key: gossip.key.clone(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
+    let env = vec![env_from_field("POD_IP", "status.podIP")];
+    let mut mounts = vec![
+        mount("data", DATA_DIR, false),
+        mount("config", CONFIG_DIR, true),
+        // The root filesystem is read-only; Consul and the shell want a scratch dir.
+        mount("tmp", "/tmp", false),
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "config".to_string(),
+            config_map: Some(ConfigMapVolumeSource { name: config_map_name(&inputs.name), ..Default::default() }),
             ..Default::default()
-        });
+        },
+        Volume { name: "tmp".to_string(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+    ];
+    if gossip.is_some() {
+        args.push(format!("-config-file={GOSSIP_DIR}/{GOSSIP_CONFIG_KEY}"));
+        mounts.push(mount("gossip", GOSSIP_DIR, true));
+        volumes.push(secret_volume("gossip", &gossip_config_secret_name(&inputs.name)));
     }
+    if inputs.tls_enabled() {
+        mounts.push(mount("tls", TLS_DIR, true));
+        volumes.push(secret_volume("tls", &crate::cluster::tls::server_secret_name(&inputs.name)));
+    }
+    let (api_name, api_port) = inputs.api_port();
     let mut ports = vec![
-        container_port("http", HTTP_PORT, "TCP"),
+        container_port(api_name, api_port, "TCP"),
         container_port("server", SERVER_PORT, "TCP"),
         container_port("serflan-tcp", SERF_LAN_PORT, "TCP"),
         container_port("serflan-udp", SERF_LAN_PORT, "UDP"),
@@ -439,12 +557,7 @@ pub fn pod_template(inputs: &Inputs, gossip: Option<&GossipKeyRef>, config_hash:
             capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_string()]), ..Default::default() }),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![
-            mount("data", DATA_DIR, false),
-            mount("config", CONFIG_DIR, true),
-            // The root filesystem is read-only; Consul and the shell want a scratch dir.
-            mount("tmp", "/tmp", false),
-        ]),
+        volume_mounts: Some(mounts),
         ..Default::default()
     };
     let selector = selector_labels(&inputs.name);
@@ -482,21 +595,7 @@ pub fn pod_template(inputs: &Inputs, gossip: Option<&GossipKeyRef>, config_hash:
             }),
             termination_grace_period_seconds: Some(30),
             automount_service_account_token: Some(false),
-            volumes: Some(vec![
-                Volume {
-                    name: "config".to_string(),
-                    config_map: Some(ConfigMapVolumeSource {
-                        name: config_map_name(&inputs.name),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                Volume {
-                    name: "tmp".to_string(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Default::default()
-                },
-            ]),
+            volumes: Some(volumes),
             ..Default::default()
         }),
     }
@@ -622,7 +721,7 @@ mod tests {
         assert_eq!(config["ports"]["dns"], -1);
         let ports: Vec<i32> =
             client_service(&i).spec.and_then(|s| s.ports).unwrap_or_default().iter().map(|p| p.port).collect();
-        assert_eq!(ports, vec![HTTP_PORT]);
+        assert_eq!(ports, vec![HTTPS_PORT]);
     }
 
     #[test]
@@ -653,7 +752,7 @@ mod tests {
         let client = client_service(&i).spec.expect("spec");
         let ports: Vec<(i32, String)> =
             client.ports.expect("ports").into_iter().map(|p| (p.port, p.protocol.unwrap_or_default())).collect();
-        assert_eq!(ports, vec![(8500, "TCP".into()), (8600, "TCP".into()), (8600, "UDP".into())]);
+        assert_eq!(ports, vec![(8501, "TCP".into()), (8600, "TCP".into()), (8600, "UDP".into())]);
         let pdb = pod_disruption_budget(&i).spec.expect("spec");
         assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
     }
@@ -686,11 +785,26 @@ mod tests {
         let c = &pod.containers[0];
         assert_eq!(c.image.as_deref(), Some("hashicorp/consul:1.22.7"));
         let args = c.args.as_ref().expect("args");
-        assert!(args.contains(&"-encrypt=$(GOSSIP_KEY)".to_string()));
+        assert!(args.contains(&"-config-file=/consul/gossip/gossip.json".to_string()));
         assert!(args.contains(&"-advertise=$(POD_IP)".to_string()));
-        let key_env = c.env.as_ref().expect("env").iter().find(|e| e.name == "GOSSIP_KEY").expect("key env");
-        let key_ref = key_env.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("secret ref");
-        assert_eq!((key_ref.name.as_str(), key_ref.key.as_str()), ("consul-gossip", "key"));
+        let volume_secret = |name: &str| {
+            pod.volumes.as_ref().expect("volumes").iter().find(|v| v.name == name).and_then(|v| v.secret.clone())
+        };
+        let gossip = volume_secret("gossip").expect("gossip config volume");
+        assert_eq!(gossip.secret_name.as_deref(), Some("consul-gossip-config"));
+        assert_eq!(gossip.default_mode, Some(0o440));
+        let tls = volume_secret("tls").expect("TLS volume");
+        assert_eq!(tls.secret_name.as_deref(), Some("consul-server-tls"));
+        let mounts: Vec<(&str, &str)> = c
+            .volume_mounts
+            .as_ref()
+            .expect("mounts")
+            .iter()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+            .collect();
+        assert!(mounts.contains(&("gossip", GOSSIP_DIR)) && mounts.contains(&("tls", TLS_DIR)), "{mounts:?}");
+        let api_ports: Vec<i32> = c.ports.as_ref().expect("ports").iter().map(|p| p.container_port).collect();
+        assert!(api_ports.contains(&HTTPS_PORT) && !api_ports.contains(&HTTP_PORT), "{api_ports:?}");
         let probe = c.readiness_probe.as_ref().and_then(|p| p.exec.as_ref()).and_then(|e| e.command.as_ref());
         assert!(probe.expect("exec probe").join(" ").contains("/v1/status/leader"));
         let sc = c.security_context.as_ref().expect("security context");
@@ -718,8 +832,57 @@ mod tests {
             spec.persistent_volume_claim_retention_policy.and_then(|p| p.when_deleted).as_deref(),
             Some("Delete")
         );
-        let args = spec.template.spec.expect("pod").containers[0].args.clone().expect("args");
-        assert!(!args.iter().any(|a| a.starts_with("-encrypt")));
+        let pod = spec.template.spec.expect("pod");
+        let args = pod.containers[0].args.clone().expect("args");
+        assert!(!args.iter().any(|a| a.contains("gossip")), "{args:?}");
+        assert!(!pod.volumes.unwrap_or_default().iter().any(|v| v.name == "gossip"));
+    }
+
+    #[test]
+    fn the_gossip_key_is_in_no_argument_env_var_or_configmap_only_in_its_secret_file() {
+        let i = inputs(json!({}));
+        let gossip = gossip_key_ref("consul", None);
+        let sts = statefulset(&i, gossip.as_ref(), &plan(3, 0));
+        let key = new_gossip_key();
+        let config_secret = gossip_config_secret(&i, &key);
+        let file = &config_secret.data.as_ref().expect("data")[GOSSIP_CONFIG_KEY].0;
+        let file: Value = serde_json::from_slice(file).expect("JSON");
+        assert_eq!(file, json!({ "encrypt": key }));
+        let container = &sts.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod").containers[0];
+        let visible = serde_json::to_string(&(&container.command, &container.args, &container.env)).expect("json");
+        for leak in ["encrypt", "GOSSIP", "consul-gossip\"", "secretKeyRef", key.as_str()] {
+            assert!(!visible.contains(leak), "{leak} in the pod spec's command, args or env: {visible}");
+        }
+        let config_map = serde_json::to_string(&config_map(&i, 3)).expect("json");
+        assert!(!config_map.contains("encrypt"));
+    }
+
+    #[test]
+    fn tls_is_on_by_default_with_https_verified_rpc_and_loopback_only_http() {
+        let config = server_config(&inputs(json!({})), 3);
+        assert_eq!(config["ports"]["https"], HTTPS_PORT);
+        assert_eq!(config["ports"]["http"], HTTP_PORT);
+        assert_eq!(config["addresses"]["http"], "127.0.0.1");
+        assert_eq!(config["tls"]["defaults"]["ca_file"], "/consul/tls/ca.crt");
+        assert_eq!(config["tls"]["defaults"]["verify_outgoing"], true);
+        assert_eq!(config["tls"]["internal_rpc"]["verify_incoming"], true);
+        assert_eq!(config["tls"]["internal_rpc"]["verify_server_hostname"], true);
+
+        let off = inputs(json!({ "tls": { "enabled": false } }));
+        let config = server_config(&off, 3);
+        assert_eq!(config["ports"]["https"], -1);
+        assert!(config.get("tls").is_none() && config.get("addresses").is_none());
+        let ports: Vec<i32> =
+            client_service(&off).spec.and_then(|s| s.ports).unwrap_or_default().iter().map(|p| p.port).collect();
+        assert_eq!(ports[0], HTTP_PORT);
+        let sts = statefulset(&off, None, &plan(3, 0));
+        let volumes = sts.spec.and_then(|s| s.template.spec).and_then(|p| p.volumes).unwrap_or_default();
+        assert!(!volumes.iter().any(|v| v.name == "tls"));
+        assert_ne!(
+            desired_template_hash(&off, None, 3),
+            desired_template_hash(&inputs(json!({})), None, 3),
+            "turning TLS off or on rolls the servers"
+        );
     }
 
     #[test]

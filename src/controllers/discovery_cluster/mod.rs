@@ -56,6 +56,12 @@ pub enum Error {
     },
     #[error("cannot read or create the gossip key Secret: {0}")]
     GossipSecret(#[source] kube::Error),
+    #[error("gossip key Secret {secret} key {key}: {reason}")]
+    GossipKey { secret: String, key: String, reason: &'static str },
+    #[error("cannot read or write the TLS Secrets: {0}")]
+    TlsSecret(#[source] kube::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::cluster::tls::TlsError),
     #[error("cannot remove server {node} from Raft: {source}")]
     RemovePeer {
         node: String,
@@ -72,7 +78,9 @@ impl Error {
     fn category(&self) -> &'static str {
         match self {
             Error::Cluster(e) => e.category(),
-            Error::Status(_) | Error::Apply { .. } | Error::GossipSecret(_) => "kube",
+            Error::Status(_) | Error::Apply { .. } | Error::GossipSecret(_) | Error::TlsSecret(_) => "kube",
+            Error::GossipKey { .. } => "gossip_key",
+            Error::Tls(_) => "tls",
             Error::Incomplete => "incomplete",
             Error::RemovePeer { .. } | Error::PeerStillPresent { .. } => "raft",
             Error::Acl(e) => e.category(),
@@ -86,7 +94,8 @@ impl Error {
             Error::Status(_) => "StatusWriteFailed",
             Error::Incomplete => "Incomplete",
             Error::Apply { .. } => "ApplyFailed",
-            Error::GossipSecret(_) => "GossipSecretFailed",
+            Error::GossipSecret(_) | Error::GossipKey { .. } => "GossipSecretFailed",
+            Error::TlsSecret(_) | Error::Tls(_) => "TLSFailed",
             Error::RemovePeer { .. } => "RaftPeerRemovalFailed",
             Error::PeerStillPresent { .. } => "RaftPeerStillPresent",
             Error::Acl(_) => "ACLBootstrapFailed",
@@ -117,11 +126,42 @@ pub struct Observed {
     pub version: Option<String>,
 }
 
+/// Why Consul could not be asked: the condition reason and the whole cause chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreachable {
+    /// `TLSVerifyFailed` when the servers' certificate was refused (wrong CA, wrong
+    /// name, expired), else `ConsulUnreachable`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Condition reason of a server certificate the configured CA does not vouch for.
+pub const TLS_VERIFY_FAILED: &str = "TLSVerifyFailed";
+
+impl Unreachable {
+    pub fn of(error: &consul::Error) -> Self {
+        if error.is_tls_verify_failure() {
+            let message = format!(
+                "the Consul servers' TLS certificate is not trusted (check the CA Secret and the address): {error}"
+            );
+            Unreachable { reason: TLS_VERIFY_FAILED, message }
+        } else {
+            Unreachable { reason: "ConsulUnreachable", message: error.to_string() }
+        }
+    }
+}
+
+impl From<&str> for Unreachable {
+    fn from(message: &str) -> Self {
+        Unreachable { reason: "ConsulUnreachable", message: message.to_string() }
+    }
+}
+
 /// Status of an external cluster from what was observed (pure).
 pub fn external_status(
     previous: &DiscoveryClusterStatus,
     generation: Option<i64>,
-    observed: Result<Observed, String>,
+    observed: Result<Observed, Unreachable>,
     now: k8s_openapi::jiff::Timestamp,
 ) -> DiscoveryClusterStatus {
     let mut status = previous.clone();
@@ -148,8 +188,8 @@ pub fn external_status(
         Err(e) => {
             status.leader = None;
             (
-                ConditionUpdate::new(types::AVAILABLE, false, "ConsulUnreachable", e.clone()),
-                ConditionUpdate::new(types::DEGRADED, true, "ConsulUnreachable", e),
+                ConditionUpdate::new(types::AVAILABLE, false, e.reason, e.message.clone()),
+                ConditionUpdate::new(types::DEGRADED, true, e.reason, e.message),
             )
         }
     };
@@ -200,11 +240,19 @@ async fn reconcile_inner(dc: Arc<DiscoveryCluster>, ctx: Arc<Context>) -> Result
     let previous = dc.status.clone().unwrap_or_default();
     let now = k8s_openapi::jiff::Timestamp::now();
     let handle = ctx.clusters.client_for(&ctx.client, &dc).await?;
-    let observed = observe(&handle.consul).await.map_err(|e| e.to_string());
+    let observed = observe(&handle.consul).await.map_err(|e| Unreachable::of(&e));
     let reachable = observed.is_ok();
+    let refused_tls = observed.as_ref().err().filter(|e| e.reason == TLS_VERIFY_FAILED).cloned();
     let status = external_status(&previous, dc.meta().generation, observed, now);
     let became_available = status.leader.is_some() && previous.leader.is_none();
     apply_status(&ctx, dc.as_ref(), &without_sync(&status)).await.map_err(Error::Status)?;
+    if let Some(refused) = refused_tls {
+        let same = find_condition(&previous.conditions, types::AVAILABLE)
+            .is_some_and(|c| c.reason == refused.reason && c.message == refused.message);
+        if !same {
+            ctx.event(&dc.object_ref(&()), true, refused.reason, "Reconcile", refused.message).await;
+        }
+    }
     if became_available {
         let note = format!("Consul leader {}", status.leader.as_deref().unwrap_or_default());
         ctx.event(&dc.object_ref(&()), false, "LeaderElected", "Reconcile", note).await;
@@ -289,6 +337,79 @@ async fn ensure_gossip_secret(ctx: &Context, inputs: &Inputs, gossip: &GossipKey
     }
 }
 
+/// Writes the gossip key, read from its Secret (generated or the user's), as the
+/// Consul config file the servers mount.
+async fn ensure_gossip_config(ctx: &Context, inputs: &Inputs, gossip: &GossipKeyRef) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &inputs.namespace);
+    let err = |reason| Error::GossipKey { secret: gossip.secret.clone(), key: gossip.key.clone(), reason };
+    let secret = api.get_opt(&gossip.secret).await.map_err(Error::GossipSecret)?.ok_or_else(|| err("not found"))?;
+    let value = secret.data.as_ref().and_then(|d| d.get(&gossip.key)).ok_or_else(|| err("key not found"))?;
+    let key = std::str::from_utf8(&value.0).map_err(|_| err("value is not UTF-8"))?.trim();
+    if key.is_empty() {
+        return Err(err("value is empty"));
+    }
+    apply(ctx, &inputs.namespace, &build::gossip_config_secret(inputs, key), "gossip config Secret").await?;
+    Ok(())
+}
+
+fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    String::from_utf8(bytes.0.clone()).ok().filter(|t| !t.trim().is_empty())
+}
+
+/// TLS material of a managed cluster: the CA Secret (created once) and the servers'
+/// certificate Secret (issued again when its names or the CA change, or a month before
+/// it ends). Returns what it did, for an Event.
+async fn ensure_tls(ctx: &Context, inputs: &Inputs) -> Result<Vec<(&'static str, String)>, Error> {
+    use crate::cluster::tls;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &inputs.namespace);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let mut done = Vec::new();
+    let ca_name = tls::ca_secret_name(&inputs.name);
+    let ca_secret = match api.get_opt(&ca_name).await.map_err(Error::TlsSecret)? {
+        Some(secret) => secret,
+        None => {
+            let ca = tls::new_ca(&inputs.name, &inputs.namespace, now)?;
+            let params = PostParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
+            match api.create(&params, &build::ca_secret(inputs, &ca)).await {
+                Ok(created) => {
+                    done.push(("CAGenerated", format!("generated the cluster's TLS CA in Secret {ca_name}")));
+                    created
+                }
+                // Another replica made it first: use theirs.
+                Err(kube::Error::Api(s)) if s.code == 409 => api.get(&ca_name).await.map_err(Error::TlsSecret)?,
+                Err(e) => return Err(Error::TlsSecret(e)),
+            }
+        }
+    };
+    let (Some(ca_cert), Some(ca_key)) = (secret_text(&ca_secret, tls::CERT_KEY), secret_text(&ca_secret, tls::KEY_KEY))
+    else {
+        return Err(Error::Tls(tls::TlsError::BadCaKey { secret: ca_name }));
+    };
+    let ca = tls::Ca { cert_pem: ca_cert, key_pem: ca_key };
+    let names = tls::server_names(&inputs.name, &inputs.namespace, &inputs.spec.datacenter);
+    let digest = tls::names_digest(&names, &ca.cert_pem);
+    let server_name = tls::server_secret_name(&inputs.name);
+    let current = api.get_opt(&server_name).await.map_err(Error::TlsSecret)?;
+    let annotation =
+        |key: &str| current.as_ref().and_then(|s| s.metadata.annotations.as_ref()).and_then(|a| a.get(key)).cloned();
+    let fresh = annotation(tls::NAMES_ANNOTATION).as_deref() == Some(digest.as_str())
+        && annotation(tls::NOT_AFTER_ANNOTATION)
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .is_some_and(|not_after| now < not_after - tls::RENEW_BEFORE)
+        && current.as_ref().is_some_and(|s| secret_text(s, tls::KEY_KEY).is_some());
+    if !fresh {
+        let issued = tls::issue_server_cert(&ca, &ca_name, &inputs.name, &inputs.namespace, &names, now)?;
+        apply(ctx, &inputs.namespace, &build::server_tls_secret(inputs, &issued, &ca.cert_pem, &digest), "TLS Secret")
+            .await?;
+        let what = if current.is_some() { "reissued" } else { "issued" };
+        let note =
+            format!("{what} the servers' TLS certificate in Secret {server_name} (valid until {})", issued.not_after);
+        done.push(("ServerCertificateIssued", note));
+    }
+    Ok(done)
+}
+
 fn statefulset_view(sts: &StatefulSet) -> StatefulSetView {
     let spec = sts.spec.as_ref();
     let status = sts.status.as_ref();
@@ -353,6 +474,14 @@ async fn reconcile_managed(dc: &DiscoveryCluster, ctx: &Context) -> Result<Actio
     {
         let note = format!("generated the gossip encryption key in Secret {}", gossip.secret);
         ctx.event(&dc.object_ref(&()), false, "GossipKeyGenerated", "Reconcile", note).await;
+    }
+    if let Some(gossip) = &gossip {
+        ensure_gossip_config(ctx, &inputs, gossip).await?;
+    }
+    if inputs.tls_enabled() {
+        for (reason, note) in ensure_tls(ctx, &inputs).await? {
+            ctx.event(&dc.object_ref(&()), false, reason, "Reconcile", note).await;
+        }
     }
     let mut consul = ctx.clusters.client_for(&ctx.client, dc).await?.consul;
     // ACLs: bootstrap once the servers have a leader (the ACL bootstrap module keeps the
@@ -699,7 +828,7 @@ mod tests {
     fn an_unreachable_cluster_is_degraded_and_keeps_its_last_version() {
         let prev =
             DiscoveryClusterStatus { version: Some("1.22.7".into()), leader: Some("x".into()), ..Default::default() };
-        let s = external_status(&prev, Some(1), Err("connection refused".into()), now());
+        let s = external_status(&prev, Some(1), Err(Unreachable::from("connection refused")), now());
         assert!(!is_condition_true(&s.conditions, types::AVAILABLE));
         assert!(is_condition_true(&s.conditions, types::DEGRADED));
         assert_eq!(s.leader, None);

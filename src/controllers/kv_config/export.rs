@@ -98,6 +98,10 @@ pub enum KvCommand {
         /// Consul HTTP address(es), comma-separated.
         #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = "http://127.0.0.1:8500")]
         address: String,
+        /// PEM CA certificate that signed the servers' HTTPS certificates (for `https://`
+        /// addresses; else the system's roots).
+        #[arg(long, env = "CONSUL_CACERT", value_name = "PATH")]
+        ca_file: Option<std::path::PathBuf>,
         /// ACL token (read from the environment only, never a flag: flags show in `ps`).
         #[arg(skip = std::env::var("CONSUL_HTTP_TOKEN").ok().map(crate::consul::Token::new))]
         token: Option<crate::consul::Token>,
@@ -127,11 +131,14 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
 }
 
 pub fn main(args: KvArgs) -> Result<(), String> {
-    let KvCommand::Export { prefix, address, token, name, namespace } = args.command;
+    let KvCommand::Export { prefix, address, ca_file, token, name, namespace } = args.command;
     check_prefix(&prefix)?;
     let mut config = crate::consul::ClientConfig::new(crate::cluster::external_addresses(&address));
     if let Some(token) = token.filter(|t| !t.is_empty()) {
         config = config.token(token);
+    }
+    if let Some(path) = &ca_file {
+        config = config.ca_pem(crate::consul::read_ca_file(path)?);
     }
     let consul = crate::consul::Client::new(config).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -140,7 +147,7 @@ pub fn main(args: KvArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let pairs = runtime
         .block_on(consul.kv_list(&folder(&prefix), &crate::consul::QueryOptions::default()))
-        .map_err(|e| format!("cannot list {prefix}: {e}"))?
+        .map_err(|e| format!("cannot list {prefix}: {e}{}", crate::consul::tls_hint(&e)))?
         .value;
     let pairs: Vec<(String, Bytes)> = pairs.into_iter().map(|p| (p.key, p.value)).collect();
     let name = name.unwrap_or_else(|| name_for(&prefix));
@@ -162,6 +169,7 @@ mod tests {
             command: KvCommand::Export {
                 prefix: "app/".into(),
                 address: "http://127.0.0.1:8500".into(),
+                ca_file: None,
                 token: Some(crate::consul::Token::new("b3a9c7e2-secret")),
                 name: None,
                 namespace: None,
