@@ -6,7 +6,7 @@ CACHE ?= $(HOME)/.cache/concord
 export CARGO_TARGET_DIR ?= $(CACHE)/target
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test demo testenv lint unit crds e2e-kind image fuzz
+.PHONY: test demo testenv lint unit crds e2e-kind image fuzz soak
 
 # The cargo suite, then the kind e2e (real pods; needs Docker, which it installs and
 # starts). Both run even when the first fails; the target fails when either did.
@@ -61,3 +61,12 @@ fuzz:
 		CARGO_TARGET_DIR=$(CACHE)/target-fuzz cargo +nightly fuzz run $$t $(CACHE)/fuzz-corpus/$$t corpus/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 || exit 1; \
 	done
+
+# Soak: SOAK_MINUTES of endpoint churn with a random fault every round (controller cut
+# off from Consul, Consul leader or minority partition on network-namespace test hosts,
+# API server hung, reset or restarted, full Consul outage), each round checked like
+# tests/faults.rs; prints `SOAK ...` figures per fault at the end. Bounded: no round
+# starts after the deadline. Needs root (network namespaces, iptables).
+SOAK_MINUTES ?= 60
+soak: testenv
+	SOAK_MINUTES=$(SOAK_MINUTES) cargo test --test faults soak -- --ignored --nocapture

@@ -18,6 +18,14 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
+/// How long the controller waits for one (non-blocking) Consul request. Consul itself
+/// holds a request at most 7 s during a leader election (its RPC hold timeout), so 10 s
+/// is enough; the client's 30 s default kept the catalog up to 25 s behind after a 5 s
+/// partition, a request sent into the black hole waiting out its timeout after the heal
+/// (tests/faults.rs, `controller_cut_off_from_consul_then_healed`). Blocking reads add
+/// their wait to this; snapshots have their own timeout.
+const CONSUL_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A resolved cluster: its identity and a ready Consul client.
 #[derive(Clone, Debug)]
 pub struct ClusterHandle {
@@ -217,6 +225,7 @@ impl ClusterCache {
             return Ok(ClusterHandle { namespace, name, consul: consul.clone(), fingerprint, grants });
         }
         let mut config = ClientConfig::new(addresses);
+        config.request_timeout = CONSUL_REQUEST_TIMEOUT;
         if let Some(token) = token {
             config = config.token(token);
         }

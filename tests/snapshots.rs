@@ -389,3 +389,66 @@ impl Drop for KillOnDrop<'_> {
         let _ = self.0.wait();
     }
 }
+
+/// `concord_reconciliations_total` of one controller, read from the running controller.
+async fn reconciliations(controller: &RunningController, name: &str) -> u64 {
+    let text = reqwest::get(format!("http://{}/metrics", controller.addr))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics body");
+    let prefix = format!("concord_reconciliations_total{{controller=\"{name}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_save_waits_out_its_backoff_instead_of_retrying_at_once() {
+    // A Consul with ACLs on and not yet bootstrapped (what the chart's first scheduled
+    // snapshot meets): Consul refuses the anonymous save at once, a transient failure.
+    // Each attempt writes `Running` and then its outcome to the status; those writes must
+    // not trigger the next attempt (before the fix they did, many times a second, as seen
+    // on kind before the ACL bootstrap).
+    let consul = testenv::ConsulCluster::start(testenv::ConsulOptions {
+        servers: 1,
+        acl: true,
+        bootstrap_acl: false,
+        ..Default::default()
+    })
+    .await
+    .expect("consul with ACLs, not bootstrapped");
+    let kube_env = testenv::shared_kube().await;
+    let kube = kube_env.client().await;
+    support::install_crds(&kube).await;
+    let ns = kube_env.create_namespace("snap-backoff").await;
+    support::external_cluster(&kube, &ns, &consul.http_addrs(), None).await;
+    let root = std::env::temp_dir().join(format!("concord-snapshots-{}-{ns}", std::process::id()));
+    std::fs::create_dir_all(root.join(&ns).join("manual")).expect("snapshot dir");
+    let controller = support::start_controller(kube.clone(), &ns, &[]).await;
+    let api: Api<ConsulSnapshot> = Api::namespaced(kube.clone(), &ns);
+    let location = root.join(&ns).join("manual").join("a.snap").display().to_string();
+    let obj: ConsulSnapshot = serde_json::from_value(json!({
+        "apiVersion": "concord.io/v1alpha1", "kind": "ConsulSnapshot",
+        "metadata": { "name": "unreachable", "namespace": ns },
+        "spec": { "action": "Save", "location": location },
+    }))
+    .expect("snapshot object");
+    api.create(&PostParams::default(), &obj).await.expect("created");
+    eventually("Complete=False ConsulUnreachable", WAIT, || async {
+        let s = api.get("unreachable").await.ok()?;
+        let c = find_condition(&s.status?.conditions, types::COMPLETE)?.clone();
+        (c.status == "False" && c.reason == "ConsulUnreachable").then_some(())
+    })
+    .await;
+    let first = reconciliations(&controller, "consulsnapshot").await;
+    let window = Duration::from_secs(8);
+    tokio::time::sleep(window).await;
+    let attempts = reconciliations(&controller, "consulsnapshot").await - first;
+    eprintln!("consulsnapshot: {attempts} attempts in {window:?} after the first failure");
+    // Backoff 1, 2, 4 s (±20%) after the first failures: at most 4 more attempts in 8 s
+    // (3 plus slack for the attempt in flight); before the fix there were hundreds.
+    assert!(attempts >= 1, "it retries a transient failure");
+    assert!(attempts <= 4, "{attempts} attempts in {window:?}: the backoff is not honoured");
+    controller.stop().await;
+    let _ = std::fs::remove_dir_all(&root);
+}

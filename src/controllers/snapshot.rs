@@ -22,7 +22,7 @@ use crate::resources::{
 };
 use crate::snapshot::{Location, SnapshotFile, StoreError};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 
@@ -263,7 +263,17 @@ fn error_policy(snap: Arc<ConsulSnapshot>, error: &Error, ctx: Arc<Context>) -> 
 
 /// Runs the controller until `stop` resolves.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    let controller = Controller::new(watched_api::<ConsulSnapshot>(&ctx), watcher::Config::default());
+    // Triggered by spec changes only (a new generation), never by this controller's own
+    // status writes: each attempt writes `Running` and then its outcome, and with those
+    // as triggers a failing Save (e.g. refused before the ACL bootstrap) ran again at
+    // once, many times a second, instead of waiting out the backoff it asked for.
+    let (reader, writer) = reflector::store();
+    let trigger = watcher(watched_api::<ConsulSnapshot>(&ctx), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let controller = Controller::for_stream(trigger, reader);
     drive(ctx, CONTROLLER, controller, reconcile, error_policy, stop).await;
 }
 

@@ -236,6 +236,33 @@ impl KubeEnv {
     }
 }
 
+impl KubeEnv {
+    /// SIGKILLs kube-apiserver and starts it again on the same port with the same etcd,
+    /// certificates and flags (an API server crash and restart: open watches break, and
+    /// clients must resume them). Returns once it is ready again, with how long it was
+    /// down. Only for an environment of the test's own: the shared ones are `&'static`.
+    pub async fn restart_apiserver(&mut self) -> Result<std::time::Duration, Error> {
+        let started = Instant::now();
+        self.apiserver.kill();
+        let spec = self.apiserver.spec.clone();
+        let mut process = ServerProcess::spawn(&spec)?;
+        let client = http_client(Some(&self.ca_pem)).map_err(Error::HttpClient)?;
+        let ready = until(APISERVER_TIMEOUT, async |after| {
+            if let Some(status) = process.exited() {
+                return Probe::Failed(process.exit_error(status, after));
+            }
+            match apiserver_ready(&client, &self.server_url, &self.token).await {
+                Ok(()) => Probe::Ready(()),
+                Err(reason) => Probe::Waiting(process.not_ready(after, &reason)),
+            }
+        })
+        .await;
+        // Kept even when not ready, so that Drop still kills it.
+        self.apiserver = process;
+        ready.map(|()| started.elapsed())
+    }
+}
+
 impl Drop for KubeEnv {
     fn drop(&mut self) {
         // Clients of the API server first, etcd last, all before `dir` is removed.

@@ -17,6 +17,8 @@ mod consul_tls;
 mod error;
 mod fault;
 mod kubernetes;
+mod netns;
+mod netns_consul;
 mod ports;
 mod process;
 mod wait;
@@ -30,6 +32,8 @@ pub use consul::{ConsulCluster, ConsulOptions, LoopbackServer};
 pub use error::Error;
 pub use fault::{Direction, Fault, FaultProxy};
 pub use kubernetes::{KubeEnv, KubeOptions};
+pub use netns::{Host, NETNS_PREFIX, NetHosts, list_netns, sweep_leftovers};
+pub use netns_consul::NetConsul;
 pub use ports::free_port;
 
 /// Where the server binaries are: `$CONCORD_TESTENV_BIN`, else

@@ -270,6 +270,26 @@ mod tests {
     }
 
     #[test]
+    fn canonical_json_round_trips_long_numbers() {
+        // Found by fuzz/kv_desired: without serde_json's float_roundtrip a 60-digit number
+        // was written as 1.1999999999999999e+59 and read back as 1.2e+59, so the KV value
+        // never matched its desired form.
+        for text in [
+            "119999999999999999999999999999999999999999999999999999999999",
+            "0.30000000000000004",
+            "1.7976931348623157e308",
+            "5e-324",
+            "-2.2250738585072014e-308",
+        ] {
+            let value: serde_json::Value = serde_json::from_str(text).expect("a JSON number");
+            let canonical = canonical_json(&value);
+            let back: serde_json::Value = serde_json::from_str(&canonical).expect("canonical JSON parses");
+            assert_eq!(canonical_json(&back), canonical, "{text}");
+            assert_eq!(back, value, "{text}");
+        }
+    }
+
+    #[test]
     fn debug_never_shows_values() {
         assert_eq!(format!("{:?}", Value(Bytes::from_static(b"secret"))), "Value(<6 bytes>)");
     }
