@@ -190,6 +190,12 @@ fn invalid_objects() -> Vec<Invalid> {
             &["spec.secretName", "DNS subdomain"],
         ),
         invalid(
+            "token ttl not a duration",
+            "ACLToken",
+            json!({"secretName": "tok", "policies": ["p"], "expirationTTL": "1 day"}),
+            &["spec.expirationTTL"],
+        ),
+        invalid(
             "unknown protocol",
             "ServiceDefaults",
             json!({"protocol": "udp"}),
