@@ -16,6 +16,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         ProxyDefaults::crd(),
         Mesh::crd(),
         ExportedServices::crd(),
+        PreparedQuery::crd(),
         KVConfig::crd(),
         ConfigTemplate::crd(),
         ACLPolicy::crd(),

@@ -310,3 +310,75 @@ async fn aclpolicy_that_consul_refuses_quotes_consul_in_the_condition() {
     policies.delete("broken", &DeleteParams::default()).await.expect("delete");
     eventually("gone", WAIT, || async { policies.get_opt("broken").await.ok()?.is_none().then_some(()) }).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_acltoken_is_renewed_before_it_expires_and_when_it_is_gone() {
+    use reqwest::Method;
+    let env = token_env("acl-ttl").await;
+    let tokens: Api<ACLToken> = Api::namespaced(env.kube.clone(), &env.ns);
+    let admin =
+        Client::new(ClientConfig::new([env.addr.clone()]).token(Token::new(env.management.clone()))).expect("c");
+    let token: ACLToken = serde_json::from_value(json!({
+        "apiVersion": "concord.io/v1alpha1", "kind": "ACLToken",
+        "metadata": { "name": "web", "namespace": env.ns },
+        "spec": { "serviceIdentities": [{ "serviceName": "web" }], "secretName": "web-token", "expirationTTL": "1m" },
+    }))
+    .expect("token");
+    tokens.create(&PostParams::default(), &token).await.expect("token created");
+    let synced = |previous: Option<String>| {
+        let tokens = tokens.clone();
+        let env_kube = env.kube.clone();
+        let ns = env.ns.clone();
+        async move {
+            let t = tokens.get("web").await.ok()?;
+            let s = t.status?;
+            find_condition(&s.conditions, types::SYNCED).filter(|c| c.status == "True")?;
+            let accessor = s.accessor_id?;
+            (Some(&accessor) != previous.as_ref()).then_some(())?;
+            let secret = secret_value(&env_kube, &ns, "web-token", "token").await?;
+            (secret_value(&env_kube, &ns, "web-token", "accessorId").await? == accessor).then_some((
+                accessor,
+                secret,
+                s.expiration_time?,
+            ))
+        }
+    };
+    let created = std::time::Instant::now();
+    let (accessor, secret, expires) = eventually("an expiring token", WAIT, || synced(None)).await;
+    // Consul holds the same expiry, one TTL after creation.
+    let held = admin.acl_token_read(&accessor).await.expect("read").expect("token");
+    assert_eq!(held.expiration_time.as_deref(), Some(expires.as_str()));
+    let at: k8s_openapi::jiff::Timestamp = expires.parse().expect("RFC 3339");
+    let left = at.duration_since(k8s_openapi::jiff::Timestamp::now()).as_secs();
+    assert!((40..=62).contains(&left), "expires in {left}s, want about 60");
+    assert_eq!(
+        call(&env.addr, &secret, Method::PUT, "/v1/agent/service/register", r#"{"Name":"web","Port":80}"#).await,
+        200
+    );
+
+    // Gone (as after expiry and Consul's reaping): renewed at once with a new token.
+    admin.acl_token_delete(&accessor).await.expect("deleted by hand");
+    let (renewed, renewed_secret, _) =
+        eventually("renewed after the token went", WAIT, || synced(Some(accessor.clone()))).await;
+    assert_ne!(renewed_secret, secret);
+    assert_eq!(call(&env.addr, &renewed_secret, Method::GET, "/v1/acl/token/self", "").await, 200);
+
+    // Due: two thirds of its minute passed, a new token replaces it and the old one is
+    // revoked, before Consul would expire it.
+    let (next, next_secret, _) =
+        eventually("renewed at two thirds of its life", Duration::from_secs(90), || synced(Some(renewed.clone())))
+            .await;
+    let renewed_after = created.elapsed();
+    assert!(renewed_after >= Duration::from_secs(38), "renewed after {renewed_after:?}, before two thirds of 1m");
+    assert_eq!(call(&env.addr, &next_secret, Method::GET, "/v1/acl/token/self", "").await, 200);
+    assert_eq!(call(&env.addr, &renewed_secret, Method::GET, "/v1/acl/token/self", "").await, 403, "old one revoked");
+    assert!(admin.acl_token_read(&renewed).await.expect("read").is_none());
+    let events: Api<Event> = Api::namespaced(env.kube.clone(), &env.ns);
+    let reasons: Vec<String> =
+        events.list(&ListParams::default()).await.expect("events").items.into_iter().filter_map(|e| e.reason).collect();
+    assert!(reasons.iter().any(|r| r == "TokenRenewed"), "{reasons:?}");
+
+    tokens.delete("web", &DeleteParams::default()).await.expect("delete");
+    eventually("ACLToken gone", WAIT, || async { tokens.get_opt("web").await.ok()?.is_none().then_some(()) }).await;
+    assert!(admin.acl_token_read(&next).await.expect("read").is_none(), "revoked on delete");
+}

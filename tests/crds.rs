@@ -190,6 +190,12 @@ fn invalid_objects() -> Vec<Invalid> {
             &["spec.secretName", "DNS subdomain"],
         ),
         invalid(
+            "token ttl not a duration",
+            "ACLToken",
+            json!({"secretName": "tok", "policies": ["p"], "expirationTTL": "1 day"}),
+            &["spec.expirationTTL"],
+        ),
+        invalid(
             "unknown protocol",
             "ServiceDefaults",
             json!({"protocol": "udp"}),
@@ -285,6 +291,42 @@ fn invalid_objects() -> Vec<Invalid> {
             "ExportedServices",
             json!({"services": [{"name": "api", "consumers": [{"peer": "east"}]}, {"name": "api", "consumers": [{"peer": "west"}]}]}),
             &["spec.services", "each service is exported once"],
+        ),
+        invalid(
+            "query interpolation outside a template",
+            "PreparedQuery",
+            json!({"service": {"service": "${name.suffix}"}}),
+            &["spec", "interpolation only in a template"],
+        ),
+        invalid(
+            "empty query name without a template",
+            "PreparedQuery",
+            json!({"name": "", "service": {"service": "db"}}),
+            &["spec", "only a template may have an empty name"],
+        ),
+        invalid(
+            "query tag with a space",
+            "PreparedQuery",
+            json!({"service": {"service": "db", "tags": ["a b"]}}),
+            &["spec.service.tags[0]", "should match"],
+        ),
+        invalid(
+            "failover to nowhere",
+            "PreparedQuery",
+            json!({"service": {"service": "db", "failover": {"nearestN": 0}}}),
+            &["spec.service.failover", "nearestN > 0 or at least one datacenter"],
+        ),
+        invalid(
+            "query ttl not a duration",
+            "PreparedQuery",
+            json!({"service": {"service": "db"}, "dns": {"ttl": "ten seconds"}}),
+            &["spec.dns.ttl"],
+        ),
+        invalid(
+            "query forging the owner mark",
+            "PreparedQuery",
+            json!({"service": {"service": "db", "ignoreCheckIds": ["concord.io/owner=other/db"]}}),
+            &["spec.service.ignoreCheckIds", "reserved"],
         ),
         invalid(
             "unknown snapshot action",

@@ -83,6 +83,12 @@ pub struct AclToken {
     pub node_identities: Vec<AclNodeIdentity>,
     /// Valid only in this datacenter (not replicated).
     pub local: bool,
+    /// Lifetime from creation (Go duration); only on create, Consul cannot change it.
+    #[serde(rename = "ExpirationTTL", skip_serializing_if = "Option::is_none", skip_deserializing)]
+    pub expiration_ttl: Option<String>,
+    /// When Consul deletes the token (RFC 3339), if it expires.
+    #[serde(skip_serializing)]
+    pub expiration_time: Option<String>,
     #[serde(skip_serializing)]
     pub create_index: ConsulIndex,
     #[serde(skip_serializing)]

@@ -3,7 +3,7 @@
 //! server failover) so that controllers deal in typed values and one typed [`Error`].
 //!
 //! One file per API area; each adds its methods to [`Client`]:
-//! [`kv`], [`catalog`] (with health), [`txn`], [`config_entry`], [`acl`],
+//! [`kv`], [`catalog`] (with health), [`txn`], [`config_entry`], [`prepared_query`], [`acl`],
 //! [`snapshot`], [`status`] (leader, peers, Raft operator, agent). Retry rules are
 //! written down in [`retry`].
 
@@ -16,6 +16,7 @@ pub mod acl;
 pub mod catalog;
 pub mod config_entry;
 pub mod kv;
+pub mod prepared_query;
 pub mod retry;
 pub mod snapshot;
 pub mod status;
@@ -33,6 +34,7 @@ pub use config_entry::{
 };
 pub use error::{Error, Result};
 pub use kv::{KvPair, KvWriteOptions};
+pub use prepared_query::{PreparedQuery, QueryDns, QueryFailover, QueryService, QueryTemplate, is_query_refusal};
 pub use query::{Consistency, ConsulIndex, QueryOptions, QueryResponse};
 pub use retry::RetryPolicy;
 pub use snapshot::{ByteStream, SnapshotInfo};

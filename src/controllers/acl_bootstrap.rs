@@ -38,8 +38,8 @@ pub const ACL_BOOTSTRAPPED: &str = "ACLBootstrapped";
 ///
 /// `acl = "write"` is what the ACLPolicy and ACLToken controllers and `/v1/snapshot`
 /// need; note that in Consul it is equivalent to management (it can mint any token), so
-/// the real limit here is on everything else: no `keyring`, no `event`, no `query`
-/// (prepared queries), no agent writes, no `session`.
+/// the real limit here is on everything else: no `keyring`, no `event`, no agent
+/// writes, no `session`.
 pub const CONTROLLER_RULES: &[(&str, &str)] = &[
     (
         "catalog sync to Consul registers services; ServiceIntention writes intentions",
@@ -51,6 +51,7 @@ pub const CONTROLLER_RULES: &[(&str, &str)] = &[
         "key_prefix \"\" {\n  policy = \"write\"\n}",
     ),
     ("ACLPolicy and ACLToken manage policies and tokens; snapshots need acl write", "acl = \"write\""),
+    ("PreparedQuery creates, updates and deletes prepared queries", "query_prefix \"\" {\n  policy = \"write\"\n}"),
     ("DiscoveryCluster removes Raft peers on scale-down and reads the Raft configuration", "operator = \"write\""),
     ("DiscoveryCluster reads the servers' version and members", "agent_prefix \"\" {\n  policy = \"read\"\n}"),
 ];
@@ -394,10 +395,11 @@ mod tests {
             "acl = \"write\"",
             "operator = \"write\"",
             "agent_prefix \"\" {\n  policy = \"read\"",
+            "query_prefix \"\" {\n  policy = \"write\"",
         ] {
             assert!(rules.contains(needed), "missing {needed:?} in\n{rules}");
         }
-        for never in ["keyring", "event", "query", "session", "mesh", "peering"] {
+        for never in ["keyring", "event", "session", "mesh", "peering"] {
             let granted = rules.lines().filter(|l| !l.trim_start().starts_with('#')).any(|l| l.contains(never));
             assert!(!granted, "{never} must not be granted:\n{rules}");
         }

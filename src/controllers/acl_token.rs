@@ -20,6 +20,7 @@ use crate::context::{Actor, Context};
 use crate::resources::{ACLToken, ACLTokenStatus, ConditionUpdate, find_condition, set_condition, types};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -39,6 +40,8 @@ pub const ACCESSOR_KEY: &str = "accessorId";
 pub const ROTATION_ANNOTATION: &str = "concord.io/rotation";
 /// Secret annotation: accessors of replaced tokens still to revoke (comma-separated).
 pub const REVOKE_ANNOTATION: &str = "concord.io/revoke-accessors";
+/// Secret annotation: the `spec.expirationTTL` the stored token was made with.
+pub const TTL_ANNOTATION: &str = "concord.io/expiration-ttl";
 const RESYNC: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
@@ -82,18 +85,30 @@ pub struct Stored {
     pub accessor: String,
     pub secret: Option<Token>,
     pub rotation: Option<String>,
+    pub ttl: Option<String>,
     pub revoke: Vec<String>,
 }
 
 /// Whether the stored token must be replaced by a new one (pure): nothing usable is
-/// stored, or it was made for another `spec.rotation`.
-pub fn needs_new_token(stored: Option<&Stored>, rotation: Option<&str>) -> bool {
+/// stored, or it was made for another `spec.rotation` or `spec.expirationTTL`.
+pub fn needs_new_token(stored: Option<&Stored>, rotation: Option<&str>, ttl: Option<&str>) -> bool {
     match stored {
         None => true,
         Some(s) => {
-            s.accessor.is_empty() || s.secret.as_ref().is_none_or(Token::is_empty) || s.rotation.as_deref() != rotation
+            s.accessor.is_empty()
+                || s.secret.as_ref().is_none_or(Token::is_empty)
+                || s.rotation.as_deref() != rotation
+                || s.ttl.as_deref() != ttl
         }
     }
+}
+
+/// When a token that expires at `expires` after a lifetime of `ttl` is renewed: once
+/// two thirds of the lifetime have passed, so consumers have the last third to pick up
+/// the new one (pure).
+pub fn renew_at(expires: Timestamp, ttl: Duration) -> Timestamp {
+    let third = SignedDuration::try_from(ttl / 3).unwrap_or(SignedDuration::ZERO);
+    expires.checked_sub(third).unwrap_or(expires)
 }
 
 /// A random version-4 UUID, the format Consul wants for accessor and secret IDs.
@@ -134,6 +149,7 @@ pub fn desired_token(t: &ACLToken, accessor: &str, secret: Option<Token>) -> Acl
         policies: policies.into_iter().map(AclLink::by_name).collect(),
         service_identities: identities,
         local: t.spec.local,
+        expiration_ttl: t.spec.expiration_ttl.clone(),
         ..Default::default()
     }
 }
@@ -163,6 +179,7 @@ fn stored_from(secret: &Secret) -> Stored {
         accessor: get(ACCESSOR_KEY).trim().to_string(),
         secret: (!secret_text.trim().is_empty()).then(|| Token::new(secret_text.trim())),
         rotation: annotations.get(ROTATION_ANNOTATION).cloned(),
+        ttl: annotations.get(TTL_ANNOTATION).cloned(),
         revoke: annotations
             .get(REVOKE_ANNOTATION)
             .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
@@ -180,6 +197,9 @@ pub fn secret_for(t: &ACLToken, stored: &Stored) -> Secret {
     let mut annotations = BTreeMap::new();
     if let Some(r) = &stored.rotation {
         annotations.insert(ROTATION_ANNOTATION.to_string(), r.clone());
+    }
+    if let Some(ttl) = &stored.ttl {
+        annotations.insert(TTL_ANNOTATION.to_string(), ttl.clone());
     }
     if !stored.revoke.is_empty() {
         annotations.insert(REVOKE_ANNOTATION.to_string(), stored.revoke.join(","));
@@ -316,10 +336,29 @@ async fn apply(t: Arc<ACLToken>, ctx: &Context) -> Result<Action, Error> {
         Err(e) => return Err(e),
     };
     let rotation = t.spec.rotation.as_deref();
-    let result: Result<(Stored, bool), Failed> = async {
+    let ttl = t.spec.expiration_ttl.as_deref();
+    let lifetime = ttl.and_then(|d| crate::resources::parse_duration(d).ok());
+    let result: Result<(Stored, Renewal, Option<String>), Failed> = async {
         let mut stored = stored.unwrap_or_default();
-        let rotated = needs_new_token(Some(&stored), rotation);
-        if rotated {
+        let mut current = if stored.accessor.is_empty() {
+            None
+        } else {
+            consul.acl_token_read(&stored.accessor).await.map_err(Failed::Consul)?
+        };
+        let renewal = if needs_new_token(Some(&stored), rotation, ttl) {
+            Renewal::Rotated
+        } else if let Some(lifetime) = lifetime {
+            // An expiring token: renewed when gone (expired and reaped) or due.
+            let due = match current.as_ref().map(|c| c.expiration_time.as_deref()) {
+                None => true,
+                Some(Some(at)) => at.parse::<Timestamp>().is_ok_and(|at| Timestamp::now() >= renew_at(at, lifetime)),
+                Some(None) => false,
+            };
+            if due { Renewal::Expiring } else { Renewal::None }
+        } else {
+            Renewal::None
+        };
+        if renewal != Renewal::None {
             // Do not replace a working token while Consul cannot take the new one.
             consul.status_leader().await.map_err(Failed::Consul)?;
             if !stored.accessor.is_empty() {
@@ -328,18 +367,20 @@ async fn apply(t: Arc<ACLToken>, ctx: &Context) -> Result<Action, Error> {
             stored.accessor = random_uuid();
             stored.secret = Some(Token::new(random_uuid()));
             stored.rotation = t.spec.rotation.clone();
+            stored.ttl = t.spec.expiration_ttl.clone();
             write_secret(ctx, &t, &stored).await.map_err(Failed::Secret)?;
+            current = None;
         }
         let desired = desired_token(&t, &stored.accessor, stored.secret.clone());
-        match consul.acl_token_read(&stored.accessor).await.map_err(Failed::Consul)? {
-            None => {
-                consul.acl_token_create(&desired).await.map_err(Failed::Consul)?;
-            }
-            Some(existing) if token_matches(&existing, &desired) => {}
+        let expires = match current {
+            None => consul.acl_token_create(&desired).await.map_err(Failed::Consul)?.expiration_time,
+            Some(existing) if token_matches(&existing, &desired) => existing.expiration_time,
             Some(_) => {
-                consul.acl_token_update(&AclToken { secret_id: None, ..desired }).await.map_err(Failed::Consul)?;
+                // Consul cannot change a token's expiry: sent only on create.
+                let update = AclToken { secret_id: None, expiration_ttl: None, ..desired };
+                consul.acl_token_update(&update).await.map_err(Failed::Consul)?.expiration_time
             }
-        }
+        };
         if !stored.revoke.is_empty() {
             for old in &stored.revoke {
                 revoke(consul, old).await.map_err(Failed::Consul)?;
@@ -347,24 +388,33 @@ async fn apply(t: Arc<ACLToken>, ctx: &Context) -> Result<Action, Error> {
             stored.revoke.clear();
             write_secret(ctx, &t, &stored).await.map_err(Failed::Secret)?;
         }
-        Ok((stored, rotated))
+        Ok((stored, renewal, expires))
     }
     .await;
     match result {
-        Ok((stored, rotated)) => {
+        Ok((stored, renewal, expires)) => {
             let mut status = t.status.clone().unwrap_or_default();
             let first = status.accessor_id.is_none();
             status.accessor_id = Some(stored.accessor.clone());
             status.rotation = stored.rotation.clone();
-            let msg = format!("token {} in Secret {}", stored.accessor, t.spec.secret_name);
+            status.expiration_time = expires.clone();
+            let msg = match &expires {
+                Some(at) => format!("token {} in Secret {}, expires {at}", stored.accessor, t.spec.secret_name),
+                None => format!("token {} in Secret {}", stored.accessor, t.spec.secret_name),
+            };
             write_status(ctx, &t, status, ConditionUpdate::new(types::SYNCED, true, "Synced", msg.clone())).await?;
-            if rotated {
-                let reason = if first { "TokenCreated" } else { "TokenRotated" };
+            let reason = match renewal {
+                Renewal::Rotated if first => Some("TokenCreated"),
+                Renewal::Rotated => Some("TokenRotated"),
+                Renewal::Expiring => Some("TokenRenewed"),
+                Renewal::None => None,
+            };
+            if let Some(reason) = reason {
                 ctx.event(&t.object_ref(&()), false, reason, "Sync", msg).await;
             }
             tracing::debug!(token = %t.name_any(), accessor = %stored.accessor, "ACL token synced");
             ctx.reset_backoff(&key);
-            Ok(Action::requeue(RESYNC))
+            Ok(Action::requeue(next_check(expires.as_deref(), lifetime, Timestamp::now())))
         }
         Err(Failed::Consul(e)) if e.is_transient() => {
             ctx.metrics.reconcile_failed(CONTROLLER, e.category());
@@ -390,6 +440,25 @@ async fn apply(t: Arc<ACLToken>, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::requeue(ctx.backoff(&key)))
         }
     }
+}
+
+/// Why a new token was made, if one was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Renewal {
+    None,
+    /// First token, or `spec.rotation` / `spec.expirationTTL` changed.
+    Rotated,
+    /// Two thirds of the token's lifetime passed, or it expired.
+    Expiring,
+}
+
+/// When to look at the token again: the resync, or its renewal time if sooner (pure).
+pub fn next_check(expires: Option<&str>, lifetime: Option<Duration>, now: Timestamp) -> Duration {
+    let (Some(at), Some(lifetime)) = (expires.and_then(|e| e.parse::<Timestamp>().ok()), lifetime) else {
+        return RESYNC;
+    };
+    let wait = renew_at(at, lifetime).duration_since(now);
+    Duration::try_from(wait).unwrap_or(Duration::ZERO).clamp(Duration::from_secs(1), RESYNC)
 }
 
 async fn cleanup(t: Arc<ACLToken>, ctx: &Context) -> Result<Action, Error> {
@@ -462,6 +531,7 @@ mod tests {
                 secret_name: "app-token".into(),
                 rotation: rotation.map(str::to_string),
                 local: false,
+                expiration_ttl: None,
             },
         );
         t.metadata.namespace = Some("team".into());
@@ -480,14 +550,37 @@ mod tests {
 
     #[test]
     fn a_new_token_is_needed_when_nothing_is_stored_or_rotation_changed() {
-        let stored =
-            Stored { accessor: "a".into(), secret: Some(Token::new("s")), rotation: Some("1".into()), revoke: vec![] };
-        assert!(needs_new_token(None, None));
-        assert!(!needs_new_token(Some(&stored), Some("1")));
-        assert!(needs_new_token(Some(&stored), Some("2")));
-        assert!(needs_new_token(Some(&stored), None));
+        let stored = Stored {
+            accessor: "a".into(),
+            secret: Some(Token::new("s")),
+            rotation: Some("1".into()),
+            ttl: None,
+            revoke: vec![],
+        };
+        assert!(needs_new_token(None, None, None));
+        assert!(!needs_new_token(Some(&stored), Some("1"), None));
+        assert!(needs_new_token(Some(&stored), Some("2"), None));
+        assert!(needs_new_token(Some(&stored), None, None));
         let empty = Stored { secret: None, ..stored.clone() };
-        assert!(needs_new_token(Some(&empty), Some("1")));
+        assert!(needs_new_token(Some(&empty), Some("1"), None));
+        // Consul cannot change a token's expiry: another TTL is another token.
+        assert!(needs_new_token(Some(&stored), Some("1"), Some("1h")));
+        let expiring = Stored { ttl: Some("1h".into()), ..stored.clone() };
+        assert!(!needs_new_token(Some(&expiring), Some("1"), Some("1h")));
+        assert!(needs_new_token(Some(&expiring), Some("1"), None));
+    }
+
+    #[test]
+    fn an_expiring_token_is_renewed_after_two_thirds_of_its_life() {
+        let expires: Timestamp = "2026-12-01T12:00:00Z".parse().expect("time");
+        let hour = Duration::from_secs(3600);
+        assert_eq!(renew_at(expires, hour), "2026-12-01T11:40:00Z".parse::<Timestamp>().expect("time"));
+        let at = |s: &str| s.parse::<Timestamp>().expect("time");
+        let e = Some("2026-12-01T12:00:00Z");
+        assert_eq!(next_check(e, Some(hour), at("2026-12-01T11:37:00Z")), Duration::from_secs(180));
+        assert_eq!(next_check(e, Some(hour), at("2026-12-01T11:50:00Z")), Duration::from_secs(1), "overdue: soon");
+        assert_eq!(next_check(e, Some(hour), at("2026-12-01T11:00:00Z")), RESYNC, "never later than the resync");
+        assert_eq!(next_check(None, None, at("2026-12-01T11:00:00Z")), RESYNC);
     }
 
     #[test]
@@ -510,6 +603,7 @@ mod tests {
             accessor: "acc".into(),
             secret: Some(Token::new("sekret")),
             rotation: Some("r1".into()),
+            ttl: Some("1h".into()),
             revoke: vec!["old1".into(), "old2".into()],
         };
         let s = secret_for(&token(Some("r1")), &stored);

@@ -10,6 +10,7 @@ pub mod config_template;
 pub mod consul_watch;
 pub mod discovery_cluster;
 pub mod kv_config;
+pub mod prepared_query;
 pub mod service_intention;
 pub mod snapshot;
 pub mod snapshot_schedule;
@@ -42,6 +43,7 @@ pub fn all() -> Vec<Runner> {
         config_entry::runner::<ProxyDefaults>(),
         config_entry::runner::<Mesh>(),
         config_entry::runner::<ExportedServices>(),
+        Runner { name: prepared_query::CONTROLLER, run: |ctx, stop| Box::pin(prepared_query::run(ctx, stop)) },
         Runner { name: config_template::CONTROLLER, run: |ctx, stop| Box::pin(config_template::run(ctx, stop)) },
         Runner { name: acl_policy::CONTROLLER, run: |ctx, stop| Box::pin(acl_policy::run(ctx, stop)) },
         Runner { name: acl_token::CONTROLLER, run: |ctx, stop| Box::pin(acl_token::run(ctx, stop)) },

@@ -69,6 +69,7 @@ pub struct ACLPolicyStatus {
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".spec.secretName"}"#,
     printcolumn = r#"{"name":"Synced","type":"string","jsonPath":".status.conditions[?(@.type==\"Synced\")].status"}"#,
     printcolumn = r#"{"name":"Accessor","type":"string","jsonPath":".status.accessorId","priority":1}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.expirationTime","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -106,6 +107,13 @@ pub struct ACLTokenSpec {
     /// A datacenter-local token.
     #[serde(default)]
     pub local: bool,
+    /// Lifetime of each token (Go duration, e.g. `1h`; Consul allows 1m to 24h unless
+    /// its `acl.token_min/max_expiration_ttl` say otherwise). Once two thirds of it have
+    /// passed, or when the token is gone, a new token is written to the Secret and the
+    /// old one revoked (Event `TokenRenewed`). Changing it makes a new token.
+    #[serde(rename = "expirationTTL", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::optional_duration_schema")]
+    pub expiration_ttl: Option<String>,
 }
 
 /// A service identity.
@@ -133,4 +141,7 @@ pub struct ACLTokenStatus {
     /// The `spec.rotation` value the current token was made for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<String>,
+    /// When Consul expires the current token (RFC 3339), with `spec.expirationTTL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration_time: Option<String>,
 }

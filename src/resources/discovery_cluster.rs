@@ -115,7 +115,8 @@ pub struct TenancySpec {
     /// Services whose ServiceIntentions (as destination) and service config entries
     /// (ServiceDefaults, ServiceResolver, ServiceRouter, ServiceSplitter) objects in this
     /// namespace may write; the cluster-wide entries (ProxyDefaults, Mesh,
-    /// ExportedServices) need `*`.
+    /// ExportedServices) need `*`. A PreparedQuery needs both its name and its service
+    /// here; a prepared-query template needs `*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub intention_destinations: Option<Vec<String>>,
@@ -194,9 +195,10 @@ pub struct SyncSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import_intentions: Option<bool>,
     /// Kinds (e.g. `ServiceDefaults`, `ServiceResolver`) whose Consul config entries that
-    /// no object manages become objects of that kind, named like the entry.
+    /// no object manages become objects of that kind, named like the entry; `PreparedQuery`
+    /// imports the prepared queries no object marked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(k, k in ['ServiceIntention', 'ServiceDefaults', 'ServiceResolver', 'ServiceRouter', 'ServiceSplitter', 'ProxyDefaults', 'Mesh', 'ExportedServices'])").message("importConfigEntries names config-entry kinds concord manages"))]
+    #[x_kube(validation = Rule::new("self.all(k, k in ['ServiceIntention', 'ServiceDefaults', 'ServiceResolver', 'ServiceRouter', 'ServiceSplitter', 'ProxyDefaults', 'Mesh', 'ExportedServices', 'PreparedQuery'])").message("importConfigEntries names config-entry kinds concord manages (or PreparedQuery)"))]
     #[schemars(length(max = 16))]
     pub import_config_entries: Vec<String>,
     /// How often the full anti-entropy comparison runs (Go duration, default 5m).
