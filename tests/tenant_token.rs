@@ -127,6 +127,12 @@ async fn the_default_grants_derive_a_token_that_writes_every_managed_kind_and_no
         as_tenant.config_entry_set(entry, None).await.unwrap_or_else(|e| panic!("{}: {e}", entry["Kind"]));
     }
     as_tenant.kv_put("any/key", "v", &KvWriteOptions::default()).await.expect("KV");
+    let query = concord::consul::PreparedQuery {
+        name: "web-nearest".into(),
+        service: concord::consul::QueryService { service: "web".into(), ..Default::default() },
+        ..Default::default()
+    };
+    as_tenant.prepared_query_create(&query).await.expect("a prepared query");
     let mint = as_tenant.acl_token_create(&AclToken { description: "escalate".into(), ..Default::default() }).await;
     assert!(matches!(mint, Err(concord::consul::Error::PermissionDenied { .. })), "no ACL rights: {mint:?}");
 }

@@ -1,6 +1,6 @@
 //! The second line of the grants: a Consul token per DiscoveryCluster namespace, derived
 //! from `spec.tenancy`, that the tenant controllers (KVConfig, ConfigTemplate,
-//! ServiceIntention and the other config entries) write and read with. concord refuses
+//! ServiceIntention, the other config entries and PreparedQuery) write and read with. concord refuses
 //! what the grants deny before it calls Consul; this token makes Consul's own ACLs refuse
 //! it too, should a check in concord be wrong.
 //!
@@ -34,16 +34,23 @@ pub fn rules(grants: &Grants) -> String {
             }
         }
     }
+    // Service writes (intentions, config entries) and prepared queries named like the
+    // granted services (the PreparedQuery grant is the same list).
     let destinations = tenancy.intention_destinations.as_deref();
     match destinations {
-        None => out.push_str("service_prefix \"\" {\n  policy = \"write\"\n  intentions = \"write\"\n}\n"),
+        None => {
+            out.push_str("service_prefix \"\" {\n  policy = \"write\"\n  intentions = \"write\"\n}\n");
+            out.push_str("query_prefix \"\" {\n  policy = \"write\"\n}\n");
+        }
         Some(list) => {
             for d in list {
-                let (rule, name) = match d.strip_suffix('*') {
-                    Some(prefix) => ("service_prefix", prefix),
-                    None => ("service", d.as_str()),
+                let (service, query, name) = match d.strip_suffix('*') {
+                    Some(prefix) => ("service_prefix", "query_prefix", prefix),
+                    None => ("service", "query", d.as_str()),
                 };
-                let _ = writeln!(out, "{rule} {} {{\n  policy = \"write\"\n  intentions = \"write\"\n}}", quoted(name));
+                let name = quoted(name);
+                let _ = writeln!(out, "{service} {name} {{\n  policy = \"write\"\n  intentions = \"write\"\n}}");
+                let _ = writeln!(out, "{query} {name} {{\n  policy = \"write\"\n}}");
             }
         }
     }
@@ -202,6 +209,9 @@ mod tests {
         assert!(!bound.contains("key_prefix \"\" {\n  policy = \"write\""), "{bound}");
         assert!(bound.contains("service \"web\" {\n  policy = \"write\"\n  intentions = \"write\""), "{bound}");
         assert!(bound.contains("service_prefix \"api-\" {\n  policy = \"write\""), "{bound}");
+        assert!(bound.contains("query \"web\" {\n  policy = \"write\""), "{bound}");
+        assert!(bound.contains("query_prefix \"api-\" {\n  policy = \"write\""), "{bound}");
+        assert!(!bound.contains("query_prefix \"\""), "{bound}");
         assert!(bound.contains("mesh = \"read\""), "{bound}");
         assert!(!bound.contains("acl"), "{bound}");
 

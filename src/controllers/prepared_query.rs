@@ -268,7 +268,7 @@ async fn apply(pq: Arc<PreparedQuery>, c: &Arc<Ctx>) -> Result<Action, Error> {
     let key = object_key(pq.as_ref());
     let backoff_key = format!("{CONTROLLER}:{key}");
     let ns = pq.namespace().unwrap_or_default();
-    let handle = match c.ctx.clusters.resolve(&c.ctx.client, &ns, pq.spec.cluster_ref.as_deref()).await {
+    let handle = match c.ctx.clusters.resolve_tenant(&c.ctx.client, &ns, pq.spec.cluster_ref.as_deref()).await {
         Ok(h) => h,
         Err(e) => {
             report(c, &pq, ConditionUpdate::new(types::SYNCED, false, "ClusterNotReady", e.to_string()), None).await?;
@@ -344,7 +344,7 @@ async fn consul_failed(c: &Ctx, pq: &PreparedQuery, backoff_key: &str, e: consul
 
 async fn cleanup(pq: Arc<PreparedQuery>, c: &Arc<Ctx>) -> Result<Action, Error> {
     let ns = pq.namespace().unwrap_or_default();
-    let handle = match c.ctx.clusters.resolve(&c.ctx.client, &ns, pq.spec.cluster_ref.as_deref()).await {
+    let handle = match c.ctx.clusters.resolve_tenant(&c.ctx.client, &ns, pq.spec.cluster_ref.as_deref()).await {
         Ok(h) => h,
         Err(e @ (ClusterError::NoCluster { .. } | ClusterError::NotFound { .. })) => {
             let note = format!("prepared query left in Consul: {e}");
