@@ -175,7 +175,9 @@ pub struct AclSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
-    /// Serve HTTPS and verified RPC (default true). `false` is plain HTTP on 8500.
+    /// Serve HTTPS and verified RPC (default true). `false` is plain HTTP on 8500. A
+    /// cluster created without TLS must keep `false`: switching a running cluster on is
+    /// not a rolling change (its servers and concord would stop understanding each other).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
 }
