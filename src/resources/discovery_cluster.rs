@@ -275,6 +275,12 @@ pub struct ExternalSpec {
     /// the system's public roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<KeyRef>,
+    /// The name the servers' certificates must be valid for, when it is not the
+    /// address's host (e.g. `server.dc1.consul` for servers addressed by IP; then the
+    /// addresses must be IPs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub tls_server_name: Option<String>,
 }
 
 /// Observed state of a Consul cluster.
