@@ -259,7 +259,7 @@ async fn reconcile_inner(ct: Arc<ConfigTemplate>, state: &Arc<State>) -> Result<
         Ok(w) => w,
         Err(message) => return fail_permanently(state, &ct, &key, "InvalidWait", message).await,
     };
-    let cluster = ctx.clusters.resolve(&ctx.client, &ns, ct.spec.cluster_ref.as_deref()).await?;
+    let cluster = ctx.clusters.resolve_tenant(&ctx.client, &ns, ct.spec.cluster_ref.as_deref()).await?;
     let fingerprint =
         format!("{}|{:?}|{:?}|{:?}|{}", cluster.name, cluster.consul.addresses(), cluster.grants, wait, text);
 

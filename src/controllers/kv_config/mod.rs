@@ -152,7 +152,7 @@ fn backoff(kctx: &KvContext, obj: &KVConfig) -> Action {
 
 async fn apply(obj: Arc<KVConfig>, kctx: &KvContext) -> Result<Action, Error> {
     let ns = obj.namespace().unwrap_or_default();
-    let handle = match kctx.ctx.clusters.resolve(&kctx.ctx.client, &ns, obj.spec.cluster_ref.as_deref()).await {
+    let handle = match kctx.ctx.clusters.resolve_tenant(&kctx.ctx.client, &ns, obj.spec.cluster_ref.as_deref()).await {
         Ok(h) => h,
         Err(e) => {
             report(kctx, &obj, ConditionUpdate::new(types::SYNCED, false, "ClusterNotReady", e.to_string()), true)
@@ -286,7 +286,7 @@ async fn cleanup(obj: Arc<KVConfig>, kctx: &KvContext) -> Result<Action, Error> 
     let key = object_key(obj.as_ref());
     kctx.watches.stop(&key);
     let ns = obj.namespace().unwrap_or_default();
-    let handle = match kctx.ctx.clusters.resolve(&kctx.ctx.client, &ns, obj.spec.cluster_ref.as_deref()).await {
+    let handle = match kctx.ctx.clusters.resolve_tenant(&kctx.ctx.client, &ns, obj.spec.cluster_ref.as_deref()).await {
         Ok(h) => h,
         Err(e @ (ClusterError::NoCluster { .. } | ClusterError::NotFound { .. })) => {
             let note = format!("keys left in Consul: {e}");
