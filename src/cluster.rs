@@ -212,9 +212,11 @@ impl ClusterCache {
             }
             None => (self.managed_addresses(&namespace, &name, tls), None),
         };
+        let server_name = cluster.spec.external.as_ref().and_then(|e| e.tls_server_name.clone());
         let mut hasher = DefaultHasher::new();
         addresses.hash(&mut hasher);
         ca_pem.hash(&mut hasher);
+        server_name.hash(&mut hasher);
         token.as_ref().map(|t| t.expose_secret()).hash(&mut hasher);
         let fingerprint = hasher.finish();
         let key = (namespace.clone(), name.clone());
@@ -231,6 +233,9 @@ impl ClusterCache {
         }
         if let Some(pem) = ca_pem {
             config = config.ca_pem(pem);
+        }
+        if let Some(name) = server_name {
+            config = config.tls_server_name(name);
         }
         let consul = consul::Client::new(config).map_err(ClusterError::Consul)?;
         if let Ok(mut cache) = self.clients.lock() {

@@ -20,13 +20,22 @@ const WAIT: Duration = Duration::from_secs(60);
 /// A namespace whose DiscoveryCluster `consul` points at the TLS cluster's HTTPS
 /// addresses, trusting the CA in Secret `ca`; and a controller watching it.
 async fn setup(prefix: &str, ca_pem: &str) -> (kube::Client, String, support::RunningController) {
+    setup_named(prefix, ca_pem, None).await
+}
+
+/// [`setup`] with `external.tlsServerName`.
+async fn setup_named(
+    prefix: &str,
+    ca_pem: &str,
+    server_name: Option<&str>,
+) -> (kube::Client, String, support::RunningController) {
     let consul = testenv::shared_consul_tls().await;
     let kube_env = testenv::shared_kube().await;
     let kube = kube_env.client().await;
     support::install_crds(&kube).await;
     let ns = kube_env.create_namespace(prefix).await;
     support::put_ca_secret(&kube, &ns, "ca", ca_pem).await;
-    let dc = json!({
+    let mut dc = json!({
         "apiVersion": "concord.io/v1alpha1", "kind": "DiscoveryCluster",
         "metadata": { "name": "consul", "namespace": ns },
         "spec": { "external": {
@@ -34,6 +43,9 @@ async fn setup(prefix: &str, ca_pem: &str) -> (kube::Client, String, support::Ru
             "caSecretRef": { "name": "ca", "key": "ca.crt" },
         }},
     });
+    if let Some(name) = server_name {
+        dc["spec"]["external"]["tlsServerName"] = json!(name);
+    }
     Api::<DiscoveryCluster>::namespaced(kube.clone(), &ns)
         .patch("consul", &PatchParams::apply("owner").force(), &Patch::Apply(&dc))
         .await
@@ -102,6 +114,25 @@ async fn a_ca_that_did_not_sign_the_servers_is_refused_with_tls_verify_failed() 
     assert!(event.note.unwrap_or_default().contains("invalid peer certificate"));
     let dc = Api::<DiscoveryCluster>::namespaced(kube.clone(), &ns).get("consul").await.expect("dc");
     assert_eq!(dc.status.and_then(|s| s.leader), None, "nothing learned from an unverified server");
+}
+
+/// Servers addressed by IP are checked against `tlsServerName` instead: the name their
+/// certificate carries is accepted, another name is refused with `TLSVerifyFailed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_server_name_is_what_the_servers_certificate_is_checked_against() {
+    let consul = testenv::shared_consul_tls().await;
+    let ca = consul.ca_pem().expect("CA").to_string();
+    let (kube, ns, _controller) = setup_named("tls-name", &ca, Some("server.dc1.consul")).await;
+    eventually("Available=True checked against server.dc1.consul", WAIT, || async {
+        available(&kube, &ns).await.filter(|c| c.status == "True")
+    })
+    .await;
+    let (kube, ns, _other) = setup_named("tls-badname", &ca, Some("server.elsewhere.consul")).await;
+    let refused = eventually("TLSVerifyFailed for a name the certificate lacks", WAIT, || async {
+        available(&kube, &ns).await.filter(|c| c.reason == "TLSVerifyFailed")
+    })
+    .await;
+    assert!(refused.message.contains("not valid for name \"server.elsewhere.consul\""), "{}", refused.message);
 }
 
 fn temp_file(name: &str, contents: &str) -> PathBuf {

@@ -33,6 +33,10 @@ pub struct ClientConfig {
     /// set, `https://` servers are verified against these alone (not the system's
     /// roots); when unset, against the built-in roots.
     pub ca_pem: Option<Vec<u8>>,
+    /// The name the servers' certificates are checked against instead of the address's
+    /// host (e.g. `server.dc1.consul` for servers reached by IP). IP addresses only: the
+    /// request goes to the name, pinned to the address's IP.
+    pub tls_server_name: Option<String>,
     /// Short, so a dead server is skipped quickly in favour of the next address.
     pub connect_timeout: Duration,
     /// Bound on a non-blocking request; blocking reads get their wait on top of it.
@@ -49,6 +53,7 @@ impl Default for ClientConfig {
             token: None,
             datacenter: None,
             ca_pem: None,
+            tls_server_name: None,
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
             snapshot_timeout: Duration::from_secs(3600),
@@ -70,6 +75,12 @@ impl ClientConfig {
     /// Verify `https://` servers against this CA (PEM) instead of the built-in roots.
     pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Check the servers' certificates against `name` instead of the addresses' hosts.
+    pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.tls_server_name = Some(name.into());
         self
     }
 
@@ -120,7 +131,11 @@ impl Client {
         if config.addresses.is_empty() {
             return Err(Error::Config("no Consul server address".into()));
         }
-        let addresses = config.addresses.iter().map(|a| parse_address(a)).collect::<Result<Vec<_>>>()?;
+        let mut addresses = config.addresses.iter().map(|a| parse_address(a)).collect::<Result<Vec<_>>>()?;
+        let pinned = match &config.tls_server_name {
+            Some(name) => pin_to_server_name(&mut addresses, name)?,
+            None => Vec::new(),
+        };
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             // No client-wide timeout: each request sets its own (blocking reads and
@@ -138,6 +153,9 @@ impl Client {
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
+        }
+        if let Some(name) = &config.tls_server_name {
+            builder = builder.resolve_to_addrs(name, &pinned);
         }
         let http = builder.build().map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
@@ -411,6 +429,27 @@ fn token_header(token: &Token) -> Result<HeaderValue> {
     Ok(value)
 }
 
+/// Rewrites each address `https://<ip>:<port>` to `https://<name>:<port>` and returns the
+/// IPs the name must resolve to (the port always comes from the URL).
+fn pin_to_server_name(addresses: &mut [Url], name: &str) -> Result<Vec<std::net::SocketAddr>> {
+    let mut pinned = Vec::new();
+    for url in addresses.iter_mut() {
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip),
+            Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip),
+            _ => {
+                return Err(Error::Config(format!(
+                    "a TLS server name needs IP addresses, not {url} (give the name itself as the address instead)"
+                )));
+            }
+        };
+        let port = url.port_or_known_default().unwrap_or(443);
+        url.set_host(Some(name)).map_err(|e| Error::Config(format!("invalid TLS server name {name:?}: {e}")))?;
+        pinned.push(std::net::SocketAddr::new(ip, port));
+    }
+    Ok(pinned)
+}
+
 /// `127.0.0.1:8500` → `http://127.0.0.1:8500/`; an explicit `http(s)://` is kept.
 pub(crate) fn parse_address(address: &str) -> Result<Url> {
     let with_scheme = if address.contains("://") { address.to_owned() } else { format!("http://{address}") };
@@ -559,6 +598,17 @@ mod tests {
         assert_eq!(parse_address("https://consul.example:8501").expect("ok").as_str(), "https://consul.example:8501/");
         assert!(parse_address("ftp://x").is_err());
         assert!(Client::new(ClientConfig::new(Vec::<String>::new())).is_err());
+    }
+
+    #[test]
+    fn a_tls_server_name_replaces_ip_hosts_and_refuses_host_names() {
+        let config = ClientConfig::new(["https://127.0.0.1:8501", "https://10.0.0.2:8502"]);
+        let c = Client::new(config.clone().tls_server_name("server.dc1.consul")).expect("client");
+        let urls: Vec<&str> = c.addresses().iter().map(Url::as_str).collect();
+        assert_eq!(urls, vec!["https://server.dc1.consul:8501/", "https://server.dc1.consul:8502/"]);
+        let named = ClientConfig::new(["https://consul.example:8501"]).tls_server_name("server.dc1.consul");
+        let error = Client::new(named).expect_err("a host name cannot be pinned");
+        assert!(error.to_string().contains("needs IP addresses"), "{error}");
     }
 
     #[test]

@@ -176,7 +176,9 @@ pub struct AclSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
-    /// Serve HTTPS and verified RPC (default true). `false` is plain HTTP on 8500.
+    /// Serve HTTPS and verified RPC (default true). `false` is plain HTTP on 8500. A
+    /// cluster created without TLS must keep `false`: switching a running cluster on is
+    /// not a rolling change (its servers and concord would stop understanding each other).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
 }
@@ -275,6 +277,12 @@ pub struct ExternalSpec {
     /// the system's public roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<KeyRef>,
+    /// The name the servers' certificates must be valid for, when it is not the
+    /// address's host (e.g. `server.dc1.consul` for servers addressed by IP; then the
+    /// addresses must be IPs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub tls_server_name: Option<String>,
 }
 
 /// Observed state of a Consul cluster.
