@@ -2,6 +2,7 @@
 //! DiscoveryCluster in the namespace) to a Consul client, reading the ACL token from its
 //! Secret. Clients are cached per cluster and rebuilt when the address or token changes.
 pub mod tenancy;
+pub mod tenant_token;
 pub mod token_secret;
 
 pub use tenancy::Grants;
@@ -64,6 +65,8 @@ impl ClusterError {
 #[derive(Default)]
 pub struct ClusterCache {
     clients: Mutex<HashMap<(String, String), (u64, consul::Client)>>,
+    /// Clients with each namespace's derived token (`tenant_token`).
+    tenants: Mutex<HashMap<(String, String), (u64, consul::Client)>>,
     /// `--consul-address`: where to reach managed clusters instead of their client Service.
     overrides: HashMap<(String, String), Vec<String>>,
 }
@@ -111,7 +114,7 @@ impl ClusterCache {
     pub fn with_overrides(overrides: &[AddressOverride]) -> Self {
         let overrides =
             overrides.iter().map(|o| ((o.namespace.clone(), o.name.clone()), o.addresses.clone())).collect();
-        ClusterCache { clients: Mutex::default(), overrides }
+        ClusterCache { clients: Mutex::default(), tenants: Mutex::default(), overrides }
     }
 
     /// Where a managed cluster's Consul answers: the override, else its client Service.

@@ -282,6 +282,23 @@ where
     }
 }
 
+/// Whether the API server's authorizer lets `user` impersonate ServiceAccount `ns/name`
+/// (a SubjectAccessReview, decided by the same RBAC rules as a real request).
+async fn may_impersonate(admin: &kube::Client, user: &str, ns: &str, name: &str) -> bool {
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    let review: SubjectAccessReview = serde_json::from_value(json!({
+        "spec": { "user": user, "groups": ["system:serviceaccounts", "system:authenticated"],
+                  "resourceAttributes": { "verb": "impersonate", "resource": "serviceaccounts",
+                                          "namespace": ns, "name": name } },
+    }))
+    .expect("review");
+    let answer = Api::<SubjectAccessReview>::all(admin.clone())
+        .create(&Default::default(), &review)
+        .await
+        .expect("SubjectAccessReview");
+    answer.status.is_some_and(|s| s.allowed)
+}
+
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
     let resp = reqwest::get(format!("http://{addr}{path}")).await.ok()?;
     let status = resp.status().as_u16();
@@ -300,7 +317,8 @@ async fn controller_does_its_job_with_exactly_the_charts_rbac_and_nothing_more()
     // The chart's ServiceAccount and RBAC, for real, in this namespace.
     // A namespaced install (watchNamespace): the rules are a Role in this namespace.
     let watch = format!("watchNamespace={ns}");
-    let docs = render(&release, &ns, &["discoveryCluster.create=false", &watch], &[]);
+    let lockdown = "lockdown.defaultServiceAccount=concord-tenant";
+    let docs = render(&release, &ns, &["discoveryCluster.create=false", &watch, lockdown], &[]);
     apply_kinds(&admin, &docs, &["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]).await;
     let sa = find(&docs, "ServiceAccount")["metadata"]["name"].as_str().expect("sa name").to_string();
     let as_sa = env.client_impersonating(&sa, &ns).await;
@@ -354,6 +372,13 @@ async fn controller_does_its_job_with_exactly_the_charts_rbac_and_nothing_more()
         Api::all(as_sa.clone());
     assert!(is_forbidden(crds.list(&ListParams::default()).await), "listing every CRD");
     assert!(is_forbidden(crds.delete("kvconfigs.concord.io", &DeleteParams::default()).await), "deleting a CRD");
+    // Lockdown: it may act as the tenant ServiceAccount of its namespace, and as no
+    // other ServiceAccount (another name, or the same name in another namespace).
+    let user = format!("system:serviceaccount:{ns}:{sa}");
+    assert!(may_impersonate(&admin, &user, &ns, "concord-tenant").await, "the lockdown ServiceAccount");
+    assert!(!may_impersonate(&admin, &user, &ns, "default").await, "another ServiceAccount of its namespace");
+    assert!(!may_impersonate(&admin, &user, "kube-system", "concord-tenant").await, "kube-system's");
+    assert!(!may_impersonate(&admin, &user, &elsewhere, "concord-tenant").await, "another namespace's");
 
     // The controller, as the ServiceAccount, with the chart's leader election flags.
     let lease_name = "concord-controller";

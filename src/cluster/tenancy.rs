@@ -50,6 +50,11 @@ impl Grants {
         Grants(tenancy)
     }
 
+    /// The declared lists (the derived Consul policy is built from them).
+    pub fn declared_spec(&self) -> &TenancySpec {
+        &self.0
+    }
+
     /// May a KVConfig write, or a template read, under `prefix` (a key or key prefix)?
     pub fn kv(&self, prefix: &str) -> Result<(), String> {
         check(&self.0.kv_prefixes, |g| prefix.starts_with(g), || format!("KV {prefix:?}"), "kvPrefixes")

@@ -168,6 +168,11 @@ impl Client {
         }
     }
 
+    /// Whether requests carry an ACL token.
+    pub fn has_token(&self) -> bool {
+        self.inner.token.is_some()
+    }
+
     pub fn addresses(&self) -> &[Url] {
         &self.inner.addresses
     }

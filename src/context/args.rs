@@ -18,6 +18,12 @@ pub struct ControllerArgs {
     /// How long to wait for the CRDs to be Established before giving up.
     #[arg(long, env = "CONCORD_CRD_WAIT_SECONDS", default_value_t = 120)]
     pub crd_wait_seconds: u64,
+    /// Lockdown: act as this ServiceAccount of the object's namespace when a
+    /// ConfigTemplate, KVConfig or ACLToken names none in `spec.serviceAccountName`, so
+    /// the API server's RBAC decides which Secrets and ConfigMaps it may read or write.
+    /// Unset: such objects act with the controller's own rights (see docs/security.md).
+    #[arg(long, env = "CONCORD_DEFAULT_SERVICE_ACCOUNT")]
+    pub default_service_account: Option<String>,
     /// Where ConsulSnapshot objects may be stored (S3-compatible endpoint and credentials).
     #[command(flatten)]
     pub snapshot_store: crate::snapshot::StoreArgs,

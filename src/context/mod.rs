@@ -7,10 +7,12 @@ pub mod args;
 pub mod metrics;
 pub mod readiness;
 pub mod telemetry;
+pub mod tenant;
 
 pub use args::ControllerArgs;
 pub use metrics::Metrics;
 pub use readiness::Readiness;
+pub use tenant::Actor;
 
 use crate::cluster::ClusterCache;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -27,6 +29,7 @@ pub struct Context {
     pub readiness: Readiness,
     pub args: ControllerArgs,
     pub clusters: ClusterCache,
+    tenants: tenant::TenantClients,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -52,12 +55,24 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             clusters: ClusterCache::with_overrides(&args.consul_address),
+            tenants: tenant::TenantClients::default(),
             client,
             metrics,
             readiness,
             args,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whose rights a read or write for an object of `namespace` uses: the
+    /// ServiceAccount its spec names, else `--default-service-account`, else concord's own.
+    pub fn actor(&self, namespace: &str, service_account: Option<&str>) -> Actor {
+        Actor::of(namespace, service_account, self.args.default_service_account.as_deref())
+    }
+
+    /// A kube client acting as `actor` (see [`tenant`]).
+    pub fn client_as(&self, actor: &Actor) -> kube::Client {
+        self.tenants.client(&self.client, actor)
     }
 
     /// Publishes an Event on an object; a failure to publish is logged, never fatal.

@@ -14,8 +14,9 @@ use super::{apply_status, drive, object_key, reconcile_with_finalizer, requeue_a
 use crate::cluster::tenancy::rules_grant_acl_write;
 use crate::cluster::{ClusterError, ClusterHandle};
 use crate::consul::{self, AclLink, AclServiceIdentity, AclToken, Token};
-use crate::context::Context;
 use crate::context::FIELD_MANAGER;
+use crate::context::tenant::is_forbidden;
+use crate::context::{Actor, Context};
 use crate::resources::{ACLToken, ACLTokenStatus, ConditionUpdate, find_condition, set_condition, types};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -67,6 +68,12 @@ impl Error {
             Error::Finalizer(e) => super::finalizer_category(e, Error::category),
         }
     }
+}
+
+/// How one round of token and Secret writes failed.
+enum Failed {
+    Consul(consul::Error),
+    Secret(Error),
 }
 
 /// What the Secret holds (the SecretID stays a redacting [`Token`]).
@@ -186,9 +193,19 @@ pub fn secret_for(t: &ACLToken, stored: &Stored) -> Secret {
     s
 }
 
+/// Whose rights the Secret's reads and writes use (see `context::tenant`).
+fn actor(ctx: &Context, t: &ACLToken) -> Actor {
+    ctx.actor(&t.namespace().unwrap_or_default(), t.spec.service_account_name.as_deref())
+}
+
+/// The condition message for a Secret read or write the API server refused to `actor`.
+fn forbidden(actor: &Actor, t: &ACLToken, e: &kube::Error) -> String {
+    format!("{actor} may not read or write Secret {}: {e}", t.spec.secret_name)
+}
+
 async fn write_secret(ctx: &Context, t: &ACLToken, stored: &Stored) -> Result<(), Error> {
     let secret = secret_for(t, stored);
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &t.namespace().unwrap_or_default());
+    let api: Api<Secret> = Api::namespaced(ctx.client_as(&actor(ctx, t)), &t.namespace().unwrap_or_default());
     let err = |source| Error::Secret { secret: t.spec.secret_name.clone(), source };
     let mut body = serde_json::to_value(&secret).map_err(|e| err(kube::Error::SerdeError(e)))?;
     body["apiVersion"] = "v1".into();
@@ -201,7 +218,7 @@ async fn write_secret(ctx: &Context, t: &ACLToken, stored: &Stored) -> Result<()
 
 /// Reads the Secret; `Err(reason)` when it exists but belongs to something else.
 async fn read_secret(ctx: &Context, t: &ACLToken) -> Result<Result<Option<Stored>, String>, Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &t.namespace().unwrap_or_default());
+    let api: Api<Secret> = Api::namespaced(ctx.client_as(&actor(ctx, t)), &t.namespace().unwrap_or_default());
     let found = api
         .get_opt(&t.spec.secret_name)
         .await
@@ -286,44 +303,49 @@ async fn apply(t: Arc<ACLToken>, ctx: &Context) -> Result<Action, Error> {
         report(ctx, &t, "NotGranted", msg).await?;
         return Ok(Action::requeue(RESYNC));
     }
-    let stored = match read_secret(ctx, &t).await? {
-        Ok(s) => s,
-        Err(msg) => {
+    let stored = match read_secret(ctx, &t).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(msg)) => {
             report(ctx, &t, "SecretNotOwned", msg).await?;
             return Ok(Action::requeue(RESYNC));
         }
+        Err(Error::Secret { source, .. }) if is_forbidden(&source) => {
+            report(ctx, &t, "Forbidden", forbidden(&actor(ctx, &t), &t, &source)).await?;
+            return Ok(Action::requeue(RESYNC));
+        }
+        Err(e) => return Err(e),
     };
     let rotation = t.spec.rotation.as_deref();
-    let result: Result<(Stored, bool), consul::Error> = async {
+    let result: Result<(Stored, bool), Failed> = async {
         let mut stored = stored.unwrap_or_default();
         let rotated = needs_new_token(Some(&stored), rotation);
         if rotated {
             // Do not replace a working token while Consul cannot take the new one.
-            consul.status_leader().await?;
+            consul.status_leader().await.map_err(Failed::Consul)?;
             if !stored.accessor.is_empty() {
                 stored.revoke.push(stored.accessor.clone());
             }
             stored.accessor = random_uuid();
             stored.secret = Some(Token::new(random_uuid()));
             stored.rotation = t.spec.rotation.clone();
-            write_secret(ctx, &t, &stored).await.map_err(|e| consul::Error::InvalidRequest(e.to_string()))?;
+            write_secret(ctx, &t, &stored).await.map_err(Failed::Secret)?;
         }
         let desired = desired_token(&t, &stored.accessor, stored.secret.clone());
-        match consul.acl_token_read(&stored.accessor).await? {
+        match consul.acl_token_read(&stored.accessor).await.map_err(Failed::Consul)? {
             None => {
-                consul.acl_token_create(&desired).await?;
+                consul.acl_token_create(&desired).await.map_err(Failed::Consul)?;
             }
             Some(existing) if token_matches(&existing, &desired) => {}
             Some(_) => {
-                consul.acl_token_update(&AclToken { secret_id: None, ..desired }).await?;
+                consul.acl_token_update(&AclToken { secret_id: None, ..desired }).await.map_err(Failed::Consul)?;
             }
         }
         if !stored.revoke.is_empty() {
             for old in &stored.revoke {
-                revoke(consul, old).await?;
+                revoke(consul, old).await.map_err(Failed::Consul)?;
             }
             stored.revoke.clear();
-            write_secret(ctx, &t, &stored).await.map_err(|e| consul::Error::InvalidRequest(e.to_string()))?;
+            write_secret(ctx, &t, &stored).await.map_err(Failed::Secret)?;
         }
         Ok((stored, rotated))
     }
@@ -344,17 +366,23 @@ async fn apply(t: Arc<ACLToken>, ctx: &Context) -> Result<Action, Error> {
             ctx.reset_backoff(&key);
             Ok(Action::requeue(RESYNC))
         }
-        Err(e) if e.is_transient() => {
+        Err(Failed::Consul(e)) if e.is_transient() => {
             ctx.metrics.reconcile_failed(CONTROLLER, e.category());
             report(ctx, &t, "ConsulUnreachable", e.to_string()).await?;
             Ok(Action::requeue(ctx.backoff(&key)))
         }
-        Err(consul::Error::InvalidRequest(msg)) => {
+        Err(Failed::Secret(Error::Secret { source, .. })) if is_forbidden(&source) => {
+            // Nothing reached Consul: the Secret is written before the token is made.
             ctx.metrics.reconcile_failed(CONTROLLER, "kube");
-            report(ctx, &t, "SecretWriteFailed", msg).await?;
+            report(ctx, &t, "Forbidden", forbidden(&actor(ctx, &t), &t, &source)).await?;
+            Ok(Action::requeue(RESYNC))
+        }
+        Err(Failed::Secret(e)) => {
+            ctx.metrics.reconcile_failed(CONTROLLER, "kube");
+            report(ctx, &t, "SecretWriteFailed", e.to_string()).await?;
             Ok(Action::requeue(ctx.backoff(&key)))
         }
-        Err(e) => {
+        Err(Failed::Consul(e)) => {
             // Typically a policy that does not exist (yet): quote Consul and retry with
             // backoff, since an ACLPolicy may be about to create it.
             ctx.metrics.reconcile_failed(CONTROLLER, e.category());
@@ -375,9 +403,15 @@ async fn cleanup(t: Arc<ACLToken>, ctx: &Context) -> Result<Action, Error> {
         Err(e) => return Err(e.into()),
     };
     let mut accessors: Vec<String> = t.status.as_ref().and_then(|s| s.accessor_id.clone()).into_iter().collect();
-    if let Ok(Some(stored)) = read_secret(ctx, &t).await? {
-        accessors.push(stored.accessor);
-        accessors.extend(stored.revoke);
+    match read_secret(ctx, &t).await {
+        Ok(Ok(Some(stored))) => {
+            accessors.push(stored.accessor);
+            accessors.extend(stored.revoke);
+        }
+        // The ServiceAccount lost its rights: revoke what status knows.
+        Err(Error::Secret { source, .. }) if is_forbidden(&source) => {}
+        Err(e) => return Err(e),
+        Ok(_) => {}
     }
     accessors.retain(|a| !a.is_empty());
     accessors.sort();
@@ -421,6 +455,7 @@ mod tests {
             "app",
             ACLTokenSpec {
                 cluster_ref: None,
+                service_account_name: None,
                 description: Some("app token".into()),
                 policies: vec!["b".into(), "a".into(), "a".into()],
                 service_identities: vec![ServiceIdentity { service_name: "web".into(), datacenters: vec![] }],

@@ -12,6 +12,7 @@
 //! ([`rollout_annotation`]).
 use super::{apply_status, object_key, report_ready_when_primed, requeue_after_failure, watched_api};
 use crate::context::Context;
+use crate::context::tenant::is_forbidden;
 use crate::resources::{
     ConditionUpdate, ConfigTemplate, ConfigTemplateStatus, KeyRef, WorkloadKind, WorkloadRef, find_condition,
     set_condition, types,
@@ -81,6 +82,11 @@ impl Error {
     /// The reason of the `Rendered=False` condition and of the Warning Event.
     fn reason(&self) -> &'static str {
         match self {
+            Error::TemplateSource { source, .. } | Error::Output { source, .. } | Error::Rollout { source, .. }
+                if is_forbidden(source) =>
+            {
+                "Forbidden"
+            }
             Error::Cluster(_) => "ClusterUnavailable",
             Error::TemplateSource { .. } => "TemplateSourceUnreadable",
             Error::Output { .. } => "OutputWriteFailed",
@@ -173,6 +179,13 @@ pub fn rendered_status(
     status
 }
 
+/// The client for the template's reads and writes of Kubernetes objects: it acts as the
+/// template's ServiceAccount when there is one (see `context::tenant`).
+fn tenant_client(ctx: &Context, ct: &ConfigTemplate) -> kube::Client {
+    let ns = ct.namespace().unwrap_or_default();
+    ctx.client_as(&ctx.actor(&ns, ct.spec.service_account_name.as_deref()))
+}
+
 async fn template_text(ctx: &Context, ns: &str, ct: &ConfigTemplate) -> Result<Result<String, String>, Error> {
     if let Some(inline) = &ct.spec.template.inline {
         return Ok(Ok(inline.clone()));
@@ -180,7 +193,7 @@ async fn template_text(ctx: &Context, ns: &str, ct: &ConfigTemplate) -> Result<R
     let Some(r) = &ct.spec.template.config_map_ref else {
         return Ok(Err("spec.template has neither inline nor configMapRef".into()));
     };
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let api: Api<ConfigMap> = Api::namespaced(tenant_client(ctx, ct), ns);
     let cm = api.get_opt(&r.name).await.map_err(|source| Error::TemplateSource { name: r.name.clone(), source })?;
     Ok(match cm.and_then(|cm| cm.data).and_then(|mut d| d.remove(&r.key)) {
         Some(text) => Ok(text),
@@ -246,7 +259,7 @@ async fn reconcile_inner(ct: Arc<ConfigTemplate>, state: &Arc<State>) -> Result<
         Ok(w) => w,
         Err(message) => return fail_permanently(state, &ct, &key, "InvalidWait", message).await,
     };
-    let cluster = ctx.clusters.resolve(&ctx.client, &ns, ct.spec.cluster_ref.as_deref()).await?;
+    let cluster = ctx.clusters.resolve_tenant(&ctx.client, &ns, ct.spec.cluster_ref.as_deref()).await?;
     let fingerprint =
         format!("{}|{:?}|{:?}|{:?}|{}", cluster.name, cluster.consul.addresses(), cluster.grants, wait, text);
 
@@ -333,7 +346,9 @@ async fn reconcile_inner(ct: Arc<ConfigTemplate>, state: &Arc<State>) -> Result<
         write_output(ctx, &ct, &ns, &manager, &rendered, current.as_ref().map(Option::as_deref)).await?;
     let mut missing_workloads = Vec::new();
     for w in &ct.spec.rollout {
-        if !annotate_workload(ctx, &ns, &manager, w, &rollout_annotation(&ct.name_any()), &hash).await? {
+        if !annotate_workload(&tenant_client(ctx, &ct), &ns, &manager, w, &rollout_annotation(&ct.name_any()), &hash)
+            .await?
+        {
             missing_workloads.push(format!("{:?} {}", w.kind, w.name));
         }
     }
@@ -442,7 +457,7 @@ enum Current {
 /// output), or not the template's to write.
 async fn current_output(ctx: &Context, ct: &ConfigTemplate, ns: &str) -> Result<Current, Error> {
     if let Some(KeyRef { name, key }) = &ct.spec.output.config_map {
-        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+        let api: Api<ConfigMap> = Api::namespaced(tenant_client(ctx, ct), ns);
         let current = api.get_opt(name).await.map_err(|source| Error::Output {
             kind: "ConfigMap",
             name: name.clone(),
@@ -455,7 +470,7 @@ async fn current_output(ctx: &Context, ct: &ConfigTemplate, ns: &str) -> Result<
         });
     }
     if let Some(KeyRef { name, key }) = &ct.spec.output.secret {
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+        let api: Api<Secret> = Api::namespaced(tenant_client(ctx, ct), ns);
         // Metadata first: a Secret that is not the template's is never read.
         let meta = api.get_metadata_opt(name).await.map_err(|source| Error::Output {
             kind: "Secret",
@@ -522,7 +537,7 @@ async fn write_output(
     let params = PatchParams::apply(manager).force();
     if let Some(KeyRef { name, key }) = &ct.spec.output.config_map {
         let target = format!("ConfigMap {name} key {key}");
-        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+        let api: Api<ConfigMap> = Api::namespaced(tenant_client(ctx, ct), ns);
         let err = |source| Error::Output { kind: "ConfigMap", name: name.clone(), source };
         match current {
             Some(bytes) if bytes == Some(output.as_bytes()) => return Ok((target, false)),
@@ -539,7 +554,7 @@ async fn write_output(
     }
     if let Some(KeyRef { name, key }) = &ct.spec.output.secret {
         let target = format!("Secret {name} key {key}");
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+        let api: Api<Secret> = Api::namespaced(tenant_client(ctx, ct), ns);
         let err = |source| Error::Output { kind: "Secret", name: name.clone(), source };
         match current {
             Some(bytes) if bytes == Some(output.as_bytes()) => return Ok((target, false)),
@@ -562,7 +577,7 @@ async fn write_output(
 /// Stamps `hash` on a workload's pod template unless it is already there; false when the
 /// workload does not exist (never created by this apply).
 async fn annotate_workload(
-    ctx: &Context,
+    client: &kube::Client,
     ns: &str,
     manager: &str,
     w: &WorkloadRef,
@@ -571,7 +586,7 @@ async fn annotate_workload(
 ) -> Result<bool, Error> {
     match w.kind {
         WorkloadKind::Deployment => {
-            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+            let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
             let current = api.get_opt(&w.name).await;
             let current =
                 current.map_err(|source| Error::Rollout { kind: "Deployment", name: w.name.clone(), source })?;
@@ -580,7 +595,7 @@ async fn annotate_workload(
             stamp(&api, "apps/v1", "Deployment", &w.name, manager, annotation, hash, have).await?;
         }
         WorkloadKind::StatefulSet => {
-            let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+            let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
             let current = api.get_opt(&w.name).await;
             let current =
                 current.map_err(|source| Error::Rollout { kind: "StatefulSet", name: w.name.clone(), source })?;

@@ -24,6 +24,13 @@ pub struct ConfigTemplateSpec {
     /// DiscoveryCluster in this namespace (default: the only one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_ref: Option<String>,
+    /// ServiceAccount of this namespace whose rights concord uses to read and write this
+    /// object's Kubernetes Secrets and ConfigMaps (impersonation, so Kubernetes RBAC
+    /// decides). Default: the controller's `--default-service-account`, else concord's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("serviceAccountName must be a DNS subdomain name"))]
+    #[schemars(length(max = 253))]
+    pub service_account_name: Option<String>,
     /// The template text or where to read it.
     pub template: TemplateSource,
     /// Where the rendered bytes go.

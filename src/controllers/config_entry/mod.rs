@@ -325,7 +325,7 @@ fn backoff<K: ConfigEntryKind>(c: &Ctx<K>, obj: &K) -> Action {
 
 async fn apply<K: ConfigEntryKind>(obj: Arc<K>, c: &Arc<Ctx<K>>) -> Result<Action, Error> {
     let ns = obj.namespace().unwrap_or_default();
-    let handle = match c.ctx.clusters.resolve(&c.ctx.client, &ns, obj.cluster_ref()).await {
+    let handle = match c.ctx.clusters.resolve_tenant(&c.ctx.client, &ns, obj.cluster_ref()).await {
         Ok(h) => h,
         Err(e) => {
             report(c, &obj, ConditionUpdate::new(types::SYNCED, false, "ClusterNotReady", e.to_string()), None).await?;
@@ -425,7 +425,7 @@ async fn apply<K: ConfigEntryKind>(obj: Arc<K>, c: &Arc<Ctx<K>>) -> Result<Actio
 
 async fn cleanup<K: ConfigEntryKind>(obj: Arc<K>, c: &Arc<Ctx<K>>) -> Result<Action, Error> {
     let ns = obj.namespace().unwrap_or_default();
-    let handle = match c.ctx.clusters.resolve(&c.ctx.client, &ns, obj.cluster_ref()).await {
+    let handle = match c.ctx.clusters.resolve_tenant(&c.ctx.client, &ns, obj.cluster_ref()).await {
         Ok(h) => h,
         Err(e @ (ClusterError::NoCluster { .. } | ClusterError::NotFound { .. })) => {
             let note = format!("entry left in Consul: {e}");

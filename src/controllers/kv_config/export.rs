@@ -45,6 +45,7 @@ pub fn export(name: &str, namespace: Option<&str>, prefix: &str, pairs: &[(Strin
     }
     let mut spec: KVConfigSpec = KVConfigSpec {
         cluster_ref: None,
+        service_account_name: None,
         prefix: base,
         keys,
         from_config_map: Vec::new(),

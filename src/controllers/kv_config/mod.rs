@@ -40,7 +40,8 @@ use super::{
 };
 use crate::cluster::{ClusterError, ClusterHandle};
 use crate::consul::{self, ConsulIndex, KvWriteOptions, QueryOptions, TxnOpResult, TxnOutcome};
-use crate::context::Context;
+use crate::context::tenant::is_forbidden;
+use crate::context::{Actor, Context};
 use crate::resources::{
     ConditionUpdate, DeletionPolicy, KVConfig, KVConfigStatus, find_condition, set_condition, types,
 };
@@ -151,7 +152,7 @@ fn backoff(kctx: &KvContext, obj: &KVConfig) -> Action {
 
 async fn apply(obj: Arc<KVConfig>, kctx: &KvContext) -> Result<Action, Error> {
     let ns = obj.namespace().unwrap_or_default();
-    let handle = match kctx.ctx.clusters.resolve(&kctx.ctx.client, &ns, obj.spec.cluster_ref.as_deref()).await {
+    let handle = match kctx.ctx.clusters.resolve_tenant(&kctx.ctx.client, &ns, obj.spec.cluster_ref.as_deref()).await {
         Ok(h) => h,
         Err(e) => {
             report(kctx, &obj, ConditionUpdate::new(types::SYNCED, false, "ClusterNotReady", e.to_string()), true)
@@ -166,11 +167,13 @@ async fn apply(obj: Arc<KVConfig>, kctx: &KvContext) -> Result<Action, Error> {
     }
     start_watch(kctx, &obj, &handle, &prefix);
 
-    let sources = match read_sources(&kctx.ctx.client, &ns, &obj).await? {
+    let actor = kctx.ctx.actor(&ns, obj.spec.service_account_name.as_deref());
+    let sources = match read_sources(&kctx.ctx.client_as(&actor), &actor, &ns, &obj).await? {
         Ok(sources) => sources,
-        Err(msg) => {
-            report(kctx, &obj, ConditionUpdate::new(types::SYNCED, false, "SourceNotLabelled", msg), true).await?;
-            // Labelling the Secret shows up through the (label-selected) Secret watch.
+        Err((reason, msg)) => {
+            report(kctx, &obj, ConditionUpdate::new(types::SYNCED, false, reason, msg), true).await?;
+            // Labelling the Secret shows up through the (label-selected) Secret watch; a
+            // new RoleBinding is seen at the next resync.
             return Ok(Action::requeue(RESYNC));
         }
     };
@@ -283,7 +286,7 @@ async fn cleanup(obj: Arc<KVConfig>, kctx: &KvContext) -> Result<Action, Error> 
     let key = object_key(obj.as_ref());
     kctx.watches.stop(&key);
     let ns = obj.namespace().unwrap_or_default();
-    let handle = match kctx.ctx.clusters.resolve(&kctx.ctx.client, &ns, obj.spec.cluster_ref.as_deref()).await {
+    let handle = match kctx.ctx.clusters.resolve_tenant(&kctx.ctx.client, &ns, obj.spec.cluster_ref.as_deref()).await {
         Ok(h) => h,
         Err(e @ (ClusterError::NoCluster { .. } | ClusterError::NotFound { .. })) => {
             let note = format!("keys left in Consul: {e}");
@@ -386,11 +389,29 @@ async fn write(consul: &consul::Client, writes: Vec<Write>) -> Result<Written, c
     Ok(Written::Committed(highest))
 }
 
-/// Reads the ConfigMaps and Secrets the object names; a missing one is left out (the
-/// pure step reports it).
-/// Reads the ConfigMaps and Secrets named; `Err(reason)` when a Secret exists without the
-/// opt-in label [`KV_SOURCE_LABEL`] (its data is then never read).
-async fn read_sources(client: &kube::Client, ns: &str, obj: &KVConfig) -> Result<Result<Sources, String>, Error> {
+/// Reads the ConfigMaps and Secrets named, as `actor` (see `context::tenant`); a missing
+/// one is left out (the pure step reports it). `Err((reason, message))` when a Secret
+/// exists without the opt-in label [`KV_SOURCE_LABEL`] (its data is then never read), or
+/// when the API server does not let `actor` read a source.
+async fn read_sources(
+    client: &kube::Client,
+    actor: &Actor,
+    ns: &str,
+    obj: &KVConfig,
+) -> Result<Result<Sources, (&'static str, String)>, Error> {
+    match read_sources_as(client, ns, obj).await {
+        Err(Error::Source { kind, name, source }) if is_forbidden(&source) => {
+            Ok(Err(("Forbidden", format!("{actor} may not read {kind} {name}: {source}"))))
+        }
+        other => other,
+    }
+}
+
+async fn read_sources_as(
+    client: &kube::Client,
+    ns: &str,
+    obj: &KVConfig,
+) -> Result<Result<Sources, (&'static str, String)>, Error> {
     let mut sources = Sources::default();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     for s in &obj.spec.from_config_map {
@@ -415,9 +436,12 @@ async fn read_sources(client: &kube::Client, ns: &str, obj: &KVConfig) -> Result
         let err = |source| Error::Source { kind: "Secret", name: s.name.clone(), source };
         let meta = secrets.get_metadata_opt(&s.name).await.map_err(err)?;
         if meta.is_some_and(|m| m.labels().get(KV_SOURCE_LABEL).map(String::as_str) != Some("true")) {
-            return Ok(Err(format!(
-                "Secret {} is not labelled {KV_SOURCE_LABEL}=true; whoever may edit it labels it to let KVConfig objects copy it to Consul",
-                s.name
+            return Ok(Err((
+                "SourceNotLabelled",
+                format!(
+                    "Secret {} is not labelled {KV_SOURCE_LABEL}=true; whoever may edit it labels it to let KVConfig objects copy it to Consul",
+                    s.name
+                ),
             )));
         }
         let found = secrets.get_opt(&s.name).await.map_err(|source| Error::Source {
