@@ -10,7 +10,15 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use concord::consul::{self, CatalogRegistration, CheckStatus, ConsulIndex, HealthCheck, NodeService, QueryOptions};
+use concord::consul::{
+    self, CatalogRegistration, CheckStatus, ConsulIndex, HealthCheck, MAX_TXN_OPS, NodeService, QueryOptions, TxnOp,
+    TxnOutcome,
+};
+use concord::sync::to_consul::batch::{Batch, batches, nodes_to_register};
+use concord::sync::to_consul::desired::service_instances;
+use concord::sync::to_consul::diff::Change;
+use concord::sync::to_consul::{PARALLEL_TXNS, sync_node};
+use concord::sync::{SyncIdentity, ToConsulConfig};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -42,6 +50,11 @@ fn report(what: &str, mut v: Vec<Duration>) {
         percentile(&v, 0.99).as_secs_f64() * 1e3,
         v.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
+}
+
+fn service_json(ns: &str, i: usize) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("b-{i}"), "namespace": ns},
+        "spec": {"ports": [{"name": "http", "port": 80}]}})
 }
 
 fn slice_json(ns: &str, i: usize, endpoints: usize, not_ready: Option<usize>) -> serde_json::Value {
@@ -155,6 +168,152 @@ async fn register_external(c: &consul::Client, i: usize, second: bool, status: C
         .await;
 }
 
+/// What the floor measured: Consul alone doing this sync's writes.
+struct Floor {
+    initial: Duration,
+    txns: usize,
+    ops: usize,
+    burst: Duration,
+    burst_txns: usize,
+    burst_ops: usize,
+}
+
+/// Commits `batches`, [`PARALLEL_TXNS`] in flight, as the sync does; panics on a rollback.
+async fn commit_all(c: &consul::Client, batches: Vec<Batch>) {
+    futures::stream::iter(batches)
+        .for_each_concurrent(PARALLEL_TXNS, |b| async move {
+            match c.txn(&b.ops).await.expect("floor txn") {
+                TxnOutcome::Committed(_) => {}
+                TxnOutcome::RolledBack { errors, .. } => panic!("floor txn rolled back: {errors:?}"),
+            }
+        })
+        .await;
+}
+
+/// The floor: the same registrations and the same transactions as the sync, written
+/// straight to `/v1/txn`, with no Kubernetes, no watches and no process start in the
+/// path. The instances come from concord's own pure functions (`service_instances` on
+/// the same Service and EndpointSlice objects), packed by its own batcher (64 operations,
+/// a Service never split) onto the same number of synthetic nodes, [`PARALLEL_TXNS`]
+/// transactions in flight, after the nodes are registered in a transaction of their own.
+/// Then the burst: endpoint 1 of the first `burst` Services goes not ready (one check
+/// operation each), packed the same way. The nodes belong to another identity and are
+/// deleted afterwards, so the sync meets the catalog as it was.
+async fn floor(c: &consul::Client, ns: &str, services: usize, endpoints: usize, burst: usize, steady: usize) -> Floor {
+    let identity = SyncIdentity::new(&format!("{ns}-floor"));
+    let cfg = ToConsulConfig {
+        identity: identity.clone(),
+        default_sync: true,
+        allow_namespaces: Default::default(),
+        deny_namespaces: Default::default(),
+        anti_entropy: Duration::from_secs(300),
+    };
+    let instances = |i: usize, not_ready: Option<usize>| {
+        let svc: Service = serde_json::from_value(service_json(ns, i)).expect("service");
+        let slice: EndpointSlice = serde_json::from_value(slice_json(ns, i, endpoints, not_ready)).expect("slice");
+        service_instances(&cfg, &svc, &[&slice], true).instances
+    };
+    let key = |c: &Change| match c {
+        Change::Upsert { instance, .. } | Change::Move { instance, .. } => instance.name.clone(),
+        Change::Delete { name, .. } => name.clone(),
+    };
+    // Built before the clock starts (the sync builds its own lazily, while writing).
+    let changes: Vec<Change> = (0..services)
+        .flat_map(|i| instances(i, None))
+        .map(|instance| Change::Upsert { check: instance.needs_check(), instance, service: true })
+        .collect();
+    let nodes = nodes_to_register(&identity, &Default::default(), &changes);
+    let initial: Vec<Batch> = batches(identity.clone(), changes, MAX_TXN_OPS, key).collect();
+    let (txns, ops) = (initial.len(), initial.iter().map(|b| b.ops.len()).sum());
+    // What the sync writes in the burst: the checks that differ from before it (the
+    // steady phase left endpoint 0 of the first `steady` Services not ready).
+    let flips: Vec<Change> = (0..burst)
+        .flat_map(|i| {
+            let before = instances(i, (i < steady).then_some(0));
+            instances(i, Some(1)).into_iter().zip(before).filter(|(a, b)| a.status != b.status).map(|(a, _)| a)
+        })
+        .map(|instance| Change::Upsert { instance, service: false, check: true })
+        .collect();
+    let flip_ops = flips.len();
+    let flips: Vec<Batch> = batches(identity.clone(), flips, MAX_TXN_OPS, key).collect();
+    let burst_txns = flips.len();
+
+    let start = Instant::now();
+    let node_ops: Vec<TxnOp> = nodes.iter().map(|n| TxnOp::NodeSet(sync_node(&identity, n))).collect();
+    commit_all(c, vec![Batch { changes: vec![], ops: node_ops }]).await;
+    commit_all(c, initial).await;
+    let initial = start.elapsed();
+    let start = Instant::now();
+    commit_all(c, flips).await;
+    let burst = start.elapsed();
+    let delete: Vec<TxnOp> = nodes.into_iter().map(|node| TxnOp::NodeDelete { node }).collect();
+    commit_all(c, vec![Batch { changes: vec![], ops: delete }]).await;
+    Floor { initial, txns, ops, burst, burst_txns, burst_ops: flip_ops }
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// User + system CPU time of `pid` so far.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time of groups of processes over a phase: Consul's servers (the leader apart),
+/// the API server side (kube-apiserver + etcd) and the controller.
+struct CpuMeter {
+    consul: Vec<u32>,
+    leader: Option<u32>,
+    kube: Vec<u32>,
+    controller: Option<u32>,
+    at: Vec<Duration>,
+    started: Instant,
+}
+
+impl CpuMeter {
+    fn pids(&self) -> Vec<Option<u32>> {
+        let mut all: Vec<Option<u32>> = vec![self.leader, self.controller];
+        all.push(None);
+        all.extend(self.consul.iter().map(|p| Some(*p)));
+        all.push(None);
+        all.extend(self.kube.iter().map(|p| Some(*p)));
+        all
+    }
+
+    fn sample(&self) -> Vec<Duration> {
+        self.pids().into_iter().map(|p| p.and_then(cpu_time).unwrap_or_default()).collect()
+    }
+
+    fn start(consul: Vec<u32>, leader: Option<u32>, kube: Vec<u32>, controller: Option<u32>) -> Self {
+        let mut m = CpuMeter { consul, leader, kube, controller, at: Vec::new(), started: Instant::now() };
+        m.at = m.sample();
+        m
+    }
+
+    /// One line: wall time and CPU seconds of each group since `start`.
+    fn line(&self, phase: &str) -> String {
+        let now = self.sample();
+        let d: Vec<f64> = now.iter().zip(&self.at).map(|(b, a)| b.saturating_sub(*a).as_secs_f64()).collect();
+        let n = self.consul.len();
+        let consul: f64 = d[3..3 + n].iter().sum();
+        let kube: f64 = d[4 + n..].iter().sum();
+        format!(
+            "cpu {phase}: wall {:.2}s; Consul servers {consul:.2}s (leader {:.2}s); kube-apiserver+etcd {kube:.2}s; controller {:.2}s; load {}",
+            self.started.elapsed().as_secs_f64(),
+            d[0],
+            d[1],
+            load()
+        )
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -163,9 +322,11 @@ async fn main() {
     }
     let services = env_usize("BENCH_SERVICES", 1000);
     let endpoints = env_usize("BENCH_ENDPOINTS", 10);
-    let steady = env_usize("BENCH_STEADY_CHANGES", 30);
+    let steady = env_usize("BENCH_STEADY_CHANGES", 100);
+    let rate = env_usize("BENCH_STEADY_RATE", 10).max(1);
     let burst = env_usize("BENCH_BURST", 1000).min(services);
     let external = env_usize("BENCH_EXTERNAL", 1000);
+    let mirror_changes = env_usize("BENCH_MIRROR_CHANGES", 30);
 
     let kube_env = testenv::shared_kube().await;
     let consul_env = testenv::ConsulCluster::start(testenv::ConsulOptions::default()).await.expect("consul");
@@ -183,9 +344,7 @@ async fn main() {
             let (svc_api, slice_api, ns, pp) = (svc_api.clone(), slice_api.clone(), ns.clone(), pp.clone());
             async move {
                 let name = format!("b-{i}");
-                let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
-                    "spec": {"ports": [{"name": "http", "port": 80}]}});
-                svc_api.patch(&name, &pp, &Patch::Apply(&svc)).await.expect("Service");
+                svc_api.patch(&name, &pp, &Patch::Apply(&service_json(&ns, i))).await.expect("Service");
                 slice_api
                     .patch(&format!("{name}-manual"), &pp, &Patch::Apply(&slice_json(&ns, i, endpoints, None)))
                     .await
@@ -202,6 +361,23 @@ async fn main() {
             }
         })
         .await;
+    // The floor runs on the same servers before the controller starts.
+    let leader_pid = |i: Option<usize>| i.and_then(|i| consul_env.pids().get(i).copied());
+    let leader = leader_pid(consul_env.leader_index().await);
+    let meter = CpuMeter::start(consul_env.pids(), leader, kube_env.pids(), None);
+    let floor = floor(&c, &ns, services, endpoints, burst, steady.min(services)).await;
+    println!("{}", meter.line("floor (initial + burst + cleanup)"));
+    println!(
+        "floor: {} instances in {:.2}s ({} txns, {} ops, {PARALLEL_TXNS} in flight); burst of {burst} Services ({} check writes) {:.2}s ({} txns); load {}",
+        services * endpoints,
+        floor.initial.as_secs_f64(),
+        floor.txns,
+        floor.ops,
+        floor.burst_ops,
+        floor.burst.as_secs_f64(),
+        floor.burst_txns,
+        load()
+    );
     let target = format!("{ns}-mirror");
     kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
         .create(&Default::default(), &serde_json::from_value(json!({"metadata": {"name": target}})).expect("ns"))
@@ -261,7 +437,10 @@ async fn main() {
         .expect("concord");
     let pid = child.id();
     let _child = Child(child);
+    let meter = CpuMeter::start(consul_env.pids(), leader, kube_env.pids(), Some(pid));
     let total = services * endpoints;
+    // A bound for the initial phases: 300 s, or 3 ms per instance beyond 100,000.
+    let limit = Duration::from_secs(300).max(Duration::from_millis(3) * total as u32);
     // Initial sync: the sync reports its instance count in the DiscoveryCluster status
     // (at most once a second); one catalog read then confirms it.
     let dcs = Api::<concord::resources::DiscoveryCluster>::namespaced(client.clone(), &ns);
@@ -270,8 +449,8 @@ async fn main() {
         if reported.unwrap_or(0) as usize >= total {
             break;
         }
-        if started.elapsed() > Duration::from_secs(300) {
-            panic!("initial sync did not finish in 300 s");
+        if started.elapsed() > limit {
+            panic!("initial sync did not finish in {limit:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -279,13 +458,14 @@ async fn main() {
     let in_catalog = support::sync_owned(&c, &ns).await.len();
     assert_eq!(in_catalog, total, "the catalog holds what the status reports");
     println!("initial sync to Consul: {total} instances in {:.2}s (from process start)", initial.as_secs_f64());
+    println!("{}", meter.line("initial sync"));
     memory(pid, "the initial sync to Consul");
     loop {
         let n = mirror_seen.lock().expect("lock").values().filter(|(n, _)| *n == 2).count();
         if n >= external {
             break;
         }
-        if started.elapsed() > Duration::from_secs(300) {
+        if started.elapsed() > limit {
             panic!("initial mirror did not finish ({n}/{external})");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -300,25 +480,36 @@ async fn main() {
     // every check per commit, which would slow the initial sync it is not measuring.
     let seen = watch_checks(c.clone(), format!("k8s-sync-{ns}-consul-"));
 
-    // Kubernetes → Consul, 1 change/s: endpoint 0 of b-i goes not ready.
+    // Kubernetes → Consul, `rate` changes/s: endpoint 0 of b-i goes not ready.
     let id = |i: usize, e: usize| format!("{ns}-b-{i}-10.{}.{}.{}-80", 50 + i / 250, i % 250, e + 1);
-    let mut lat = Vec::new();
-    for i in 0..steady {
-        let tick = Instant::now();
-        let sent = Instant::now();
-        slice_api
-            .patch(&format!("b-{i}-manual"), &pp, &Patch::Apply(&slice_json(&ns, i, endpoints, Some(0))))
-            .await
-            .expect("patch");
-        if let Some(t) = wait_seen(&seen, &id(i, 0), CheckStatus::Critical, Duration::from_secs(10)).await {
-            lat.push(t.saturating_duration_since(sent));
-        }
-        tokio::time::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed())).await;
-    }
-    report("k8s->consul at 1 change/s", lat);
+    let steady_start = Instant::now();
+    let waits: Vec<_> = (0..steady.min(services))
+        .map(|i| {
+            let (slice_api, ns, pp, seen, id) = (slice_api.clone(), ns.clone(), pp.clone(), seen.clone(), id(i, 0));
+            async move {
+                tokio::time::sleep_until((steady_start + Duration::from_secs(1) * i as u32 / rate as u32).into()).await;
+                let sent = Instant::now();
+                slice_api
+                    .patch(&format!("b-{i}-manual"), &pp, &Patch::Apply(&slice_json(&ns, i, endpoints, Some(0))))
+                    .await
+                    .expect("patch");
+                wait_seen(&seen, &id, CheckStatus::Critical, Duration::from_secs(10))
+                    .await
+                    .map(|t| t.saturating_duration_since(sent))
+            }
+        })
+        .collect();
+    let lat: Vec<Duration> = futures::future::join_all(waits).await.into_iter().flatten().collect();
+    let steady_p99 = {
+        let mut l = lat.clone();
+        l.sort();
+        percentile(&l, 0.99)
+    };
+    report(&format!("k8s->consul at {rate} changes/s"), lat);
 
     // Kubernetes → Consul, burst: endpoint 1 of every b-i goes not ready, 16 writers.
     let sent_at: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
+    let burst_meter = CpuMeter::start(consul_env.pids(), leader, kube_env.pids(), Some(pid));
     let burst_start = Instant::now();
     futures::stream::iter(0..burst)
         .for_each_concurrent(16, |i| {
@@ -333,17 +524,23 @@ async fn main() {
             }
         })
         .await;
+    let submitted = burst_start.elapsed();
     let mut lat = Vec::new();
+    let mut last = burst_start;
     for i in 0..burst {
         if let Some(t) = wait_seen(&seen, &id(i, 1), CheckStatus::Critical, Duration::from_secs(60)).await {
             let s = sent_at.lock().expect("lock")[&i];
             lat.push(t.saturating_duration_since(s));
+            last = last.max(t);
         }
     }
+    let burst_all = last.saturating_duration_since(burst_start);
     println!(
-        "k8s->consul burst of {burst}: all visible {:.2}s after the first write",
-        burst_start.elapsed().as_secs_f64()
+        "k8s->consul burst of {burst}: all visible {:.2}s after the first write (the {burst} patches took {:.2}s to submit)",
+        burst_all.as_secs_f64(),
+        submitted.as_secs_f64()
     );
+    println!("{}", burst_meter.line("k8s->consul burst"));
     report("k8s->consul burst", lat);
     memory(pid, "the Kubernetes → Consul phases");
 
@@ -364,7 +561,7 @@ async fn main() {
         }
     };
     let mut lat = Vec::new();
-    for i in 0..steady.min(external) {
+    for i in 0..mirror_changes.min(external) {
         let tick = Instant::now();
         let sent = Instant::now();
         register_external(&c, i, true, CheckStatus::Critical).await;
@@ -375,7 +572,7 @@ async fn main() {
     }
     report("consul->k8s at 1 change/s", lat);
 
-    let from = steady.min(external);
+    let from = mirror_changes.min(external);
     let sent_at: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
     let burst_start = Instant::now();
     futures::stream::iter(from..external.min(from + burst))
@@ -401,8 +598,41 @@ async fn main() {
     );
     report("consul->k8s burst", lat);
 
-    match status_kib(pid, "VmHWM:") {
-        Some(kib) => println!("controller peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
-        None => println!("controller peak RSS: unavailable"),
+    // Idle: nothing changes for 10 s; the controller's CPU time over that window.
+    let idle_from = cpu_time(pid);
+    let idle_meter = CpuMeter::start(consul_env.pids(), leader, kube_env.pids(), Some(pid));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle_cpu = cpu_time(pid).zip(idle_from).map(|(b, a)| b.saturating_sub(a));
+    println!("{}", idle_meter.line("10 s idle"));
+    let peak = status_kib(pid, "VmHWM:").map(|k| k as f64 / 1024.0);
+
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    println!();
+    println!("| what | floor (raw /v1/txn) | concord | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| initial sync, {total} instances | {:.2} s | {:.2} s | {:.2}x |",
+        floor.initial.as_secs_f64(),
+        initial.as_secs_f64(),
+        ratio(initial, floor.initial)
+    );
+    println!(
+        "| burst of {burst} changes, all visible | {:.2} s | {:.2} s | {:.2}x |",
+        floor.burst.as_secs_f64(),
+        burst_all.as_secs_f64(),
+        ratio(burst_all, floor.burst)
+    );
+    println!("| change p99 at {rate}/s | | {:.1} ms | |", steady_p99.as_secs_f64() * 1e3);
+    match peak {
+        Some(mib) => println!(
+            "| controller peak RSS (VmHWM), whole run | | {mib:.1} MiB ({:.2} KiB per instance, all included) | |",
+            mib * 1024.0 / total.max(1) as f64
+        ),
+        None => println!("| controller peak RSS | | unavailable | |"),
     }
+    match idle_cpu {
+        Some(t) => println!("| controller CPU over 10 s idle | | {:.2} s | |", t.as_secs_f64()),
+        None => println!("| controller CPU over 10 s idle | | unavailable | |"),
+    }
+    println!("load average at the end: {}", load());
 }

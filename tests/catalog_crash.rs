@@ -69,12 +69,13 @@ async fn apply_service(client: &kube::Client, ns: &str, i: usize, addr: &str, re
         .expect("EndpointSlice");
 }
 
-/// Service ID → check status of every instance the sync owns, on whichever of its nodes.
+/// Service ID → check status of every instance the sync owns, on whichever of its nodes
+/// (no check: a ready instance, which Consul counts as passing).
 async fn owned(c: &consul::Client, ns: &str) -> BTreeMap<String, CheckStatus> {
     support::sync_owned(c, ns)
         .await
         .into_iter()
-        .map(|(id, (_, status))| (id, status.unwrap_or(CheckStatus::Maintenance)))
+        .map(|(id, (_, status))| (id, status.unwrap_or(CheckStatus::Passing)))
         .collect()
 }
 

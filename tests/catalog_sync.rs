@@ -152,6 +152,11 @@ async fn seed_scenario_api_v1_and_v2_are_one_consul_service_that_follows_readine
         (health(&c, "api", &[], true).await.len() == 2).then_some(())
     })
     .await;
+    // Ready again: the critical check is deleted, not set to passing (a ready instance
+    // carries no check; Consul counts it as passing).
+    let all = health(&c, "api", &[], false).await;
+    let v1 = all.iter().find(|e| e.service.port == 3001).expect("api-v1 still registered");
+    assert!(!v1.checks.iter().any(|ch| ch.check_id.ends_with("/ready")), "{:?}", v1.checks);
 
     // Endpoint added and removed.
     slice(&client, &ns, "database", 5432, &[("10.10.0.3", true), ("10.10.0.6", true)]).await;
@@ -601,9 +606,10 @@ async fn instances_on_an_old_layout_node_move_to_their_nodes_without_a_gap() {
     eventually("instance on its node, orphan and old node gone", WAIT, || async {
         let owned = support::sync_owned(&c, &ns).await;
         let legacy_left = c.catalog_node_services(&legacy, &QueryOptions::default()).await.ok()?.value.is_some();
-        let placed = owned.get(&moving_id).is_some_and(|(node, status)| {
-            *node == identity.node_of(&moving_id) && *status == Some(CheckStatus::Passing)
-        });
+        // Ready: registered without a check (the legacy passing check is gone with it).
+        let placed = owned
+            .get(&moving_id)
+            .is_some_and(|(node, status)| *node == identity.node_of(&moving_id) && status.is_none());
         (placed && owned.len() == 1 && !legacy_left).then_some(())
     })
     .await;

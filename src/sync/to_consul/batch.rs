@@ -1,6 +1,6 @@
-//! Packing changes into Consul transactions (pure). An instance's service and check
-//! always travel in one transaction, so no reader ever sees an instance without its
-//! check (which Consul would count as passing). Each instance goes to its node
+//! Packing changes into Consul transactions (pure). An instance's service and check (an
+//! instance that is not ready has one) always travel in one transaction, so no reader
+//! ever sees such an instance without its check (which Consul would count as passing). Each instance goes to its node
 //! ([`SyncIdentity::node_of`]), which must be registered before (see [`nodes_to_register`]).
 //! Batches are built lazily, as the writer takes them: an operation is about 0.5 KiB, and
 //! an initial sync of 10,000 instances built up front held 10 MiB of them at once.
@@ -131,6 +131,9 @@ mod tests {
                 match op {
                     TxnOp::ServiceSet { node, service } => assert_eq!(node, &me().node_of(&service.id)),
                     TxnOp::CheckSet(c) => assert_eq!(c.node, me().node_of(&c.service_id)),
+                    TxnOp::CheckDelete { node, check_id } => {
+                        assert_eq!(node, &me().node_of(check_id.trim_end_matches("/ready")))
+                    }
                     other => panic!("unexpected {other:?}"),
                 }
             }

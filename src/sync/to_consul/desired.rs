@@ -82,7 +82,19 @@ impl Instance {
         }
     }
 
+    /// Whether the instance is registered with a check of its own. A ready endpoint is
+    /// not: Consul counts an instance without checks as passing, so the check would only
+    /// repeat that, and it doubled what each instance cost Consul (a second operation per
+    /// instance, and on every write to a node Consul's event publisher re-reads every
+    /// check on that node: see BENCHMARKS.md, "Catalog sync"). Anything else (not ready,
+    /// terminating) carries its critical check, written in the same transaction as the
+    /// service, so no reader ever sees such an instance as passing.
+    pub fn needs_check(&self) -> bool {
+        !(self.status == CheckStatus::Passing && self.output == READY_OUTPUT)
+    }
+
     /// Rebuilds an instance from what the catalog holds (service + its check, if any).
+    /// No check reads back as ready (see [`Self::needs_check`]).
     pub fn from_catalog(service: &NodeService, check: Option<&HealthCheck>) -> Self {
         Self {
             id: service.id.clone(),
@@ -91,15 +103,15 @@ impl Instance {
             address: service.address.clone(),
             port: service.port,
             meta: Arc::new(service.meta.clone()),
-            // A missing check is a gap: `critical` with no output never equals what
-            // the sync wants, so the diff rewrites it.
-            status: check.map(|c| c.status).unwrap_or(CheckStatus::Critical),
-            output: check.map(|c| c.output.clone()).unwrap_or_else(|| "missing".into()),
+            status: check.map(|c| c.status).unwrap_or(CheckStatus::Passing),
+            output: check.map(|c| c.output.clone()).unwrap_or_else(|| READY_OUTPUT.into()),
         }
     }
 }
 
 pub const CHECK_NAME: &str = "Kubernetes readiness";
+/// The output of a ready endpoint's status: registered without a check.
+pub const READY_OUTPUT: &str = "endpoint ready";
 
 pub fn check_id(service_id: &str) -> String {
     format!("{service_id}/ready")
@@ -279,7 +291,7 @@ pub fn service_instances(
                 let cond = ep.conditions.clone().unwrap_or_default();
                 let ready = cond.ready.unwrap_or(true);
                 let (status, output) = if ready {
-                    (CheckStatus::Passing, "endpoint ready")
+                    (CheckStatus::Passing, READY_OUTPUT)
                 } else if cond.terminating == Some(true) {
                     (CheckStatus::Critical, "endpoint terminating")
                 } else {
@@ -499,6 +511,14 @@ mod tests {
         let i = &d.instances[0];
         let back = Instance::from_catalog(&i.node_service(), Some(&i.health_check("n")));
         assert_eq!(&back, i);
+        // Ready: registered without a check, and read back as such.
+        assert!(!i.needs_check());
+        assert_eq!(&Instance::from_catalog(&i.node_service(), None), i);
+        // Not ready: a missing check is a gap (Consul would count it as passing).
+        let d = service_instances(&cfg(), &api_v1(), &[&api_v1_slice(false)], true);
+        let i = &d.instances[0];
+        assert!(i.needs_check());
+        assert_eq!(&Instance::from_catalog(&i.node_service(), Some(&i.health_check("n"))), i);
         assert_ne!(&Instance::from_catalog(&i.node_service(), None), i);
     }
 }

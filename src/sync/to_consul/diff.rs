@@ -37,7 +37,7 @@ impl Change {
         match self {
             Change::Upsert { service, check, .. } => usize::from(*service) + usize::from(*check),
             Change::Delete { .. } => 1,
-            Change::Move { .. } => 3,
+            Change::Move { instance, .. } => 2 + usize::from(instance.needs_check()),
         }
     }
 
@@ -50,8 +50,12 @@ impl Change {
                 if *service {
                     ops.push(TxnOp::ServiceSet { node: node.to_string(), service: instance.node_service() });
                 }
-                if *check {
+                // A ready instance has no check (see `Instance::needs_check`): the
+                // change to ready deletes the one it had.
+                if *check && instance.needs_check() {
                     ops.push(TxnOp::CheckSet(instance.health_check(node)));
+                } else if *check {
+                    ops.push(TxnOp::CheckDelete { node: node.to_string(), check_id: instance.check_id() });
                 }
                 ops
             }
@@ -61,15 +65,19 @@ impl Change {
                 service_id: id.clone(),
                 service_name: name.clone(),
             }],
-            Change::Move { instance, from } => vec![
-                TxnOp::ServiceSet { node: node.to_string(), service: instance.node_service() },
-                TxnOp::CheckSet(instance.health_check(node)),
-                TxnOp::ServiceDelete {
+            Change::Move { instance, from } => {
+                let mut ops = vec![TxnOp::ServiceSet { node: node.to_string(), service: instance.node_service() }];
+                if instance.needs_check() {
+                    ops.push(TxnOp::CheckSet(instance.health_check(node)));
+                }
+                // Deleting the service on the old node deletes its check there too.
+                ops.push(TxnOp::ServiceDelete {
                     node: from.clone(),
                     service_id: instance.id.clone(),
                     service_name: instance.name.clone(),
-                },
-            ],
+                });
+                ops
+            }
         }
     }
 }
@@ -79,7 +87,7 @@ pub fn diff(desired: &BTreeMap<String, Instance>, actual: &BTreeMap<String, Inst
     let mut changes = Vec::new();
     for (id, want) in desired {
         match actual.get(id) {
-            None => changes.push(Change::Upsert { instance: want.clone(), service: true, check: true }),
+            None => changes.push(Change::Upsert { instance: want.clone(), service: true, check: want.needs_check() }),
             Some(have) => {
                 let service = have.name != want.name
                     || have.tags != want.tags
@@ -155,6 +163,11 @@ mod tests {
         }
     }
 
+    /// A ready instance, as `service_instances` makes it: registered without a check.
+    fn ready(id: &str, port: u16) -> Instance {
+        Instance { output: super::super::desired::READY_OUTPUT.into(), ..inst(id, port, CheckStatus::Passing) }
+    }
+
     fn map(v: Vec<Instance>) -> BTreeMap<String, Instance> {
         v.into_iter().map(|i| (i.id.clone(), i)).collect()
     }
@@ -173,11 +186,39 @@ mod tests {
         ]);
         let changes = diff(&desired, &actual);
         assert_eq!(changes.len(), 4);
+        // A new instance: its service, and a check only when it is not ready.
         assert!(matches!(&changes[0], Change::Upsert { instance, service: true, check: true } if instance.id == "a"));
+        let ready = map(vec![ready("a", 1)]);
+        assert!(matches!(&diff(&ready, &BTreeMap::new())[..], [Change::Upsert { service: true, check: false, .. }]));
         assert!(matches!(&changes[1], Change::Upsert { instance, service: false, check: true } if instance.id == "b"));
         assert!(matches!(&changes[2], Change::Upsert { instance, service: true, check: false } if instance.id == "c"));
         assert_eq!(changes[3], Change::Delete { id: "z".into(), name: "api".into() });
         assert!(diff(&desired, &desired).is_empty());
+    }
+
+    #[test]
+    fn a_ready_instance_has_no_check_and_becoming_ready_deletes_it() {
+        let r = ready("a", 1);
+        assert!(!r.needs_check());
+        let new = Change::Upsert { instance: r.clone(), service: true, check: false };
+        assert!(matches!(&new.ops("n")[..], [TxnOp::ServiceSet { .. }]));
+        assert_eq!(new.op_count(), 1);
+        // Not ready → ready: the critical check goes.
+        let critical = Instance { output: "endpoint not ready".into(), ..inst("a", 1, CheckStatus::Critical) };
+        let changes = diff(&map(vec![r.clone()]), &map(vec![critical.clone()]));
+        assert_eq!(changes.len(), 1);
+        assert!(
+            matches!(&changes[0].ops("n")[..], [TxnOp::CheckDelete { node, check_id }] if node == "n" && check_id == "a/ready")
+        );
+        // Ready → not ready: a critical check is set.
+        let changes = diff(&map(vec![critical.clone()]), &map(vec![r.clone()]));
+        assert!(matches!(&changes[0].ops("n")[..], [TxnOp::CheckSet(c)] if c.status == CheckStatus::Critical));
+        // What the catalog holds without a check reads back as ready: nothing to do.
+        let back = Instance::from_catalog(&r.node_service(), None);
+        assert_eq!(back, r);
+        // A move of a ready instance carries no check.
+        let ops = Change::Move { instance: r, from: "old".into() }.ops("new");
+        assert!(matches!(&ops[..], [TxnOp::ServiceSet { .. }, TxnOp::ServiceDelete { .. }]));
     }
 
     #[test]
@@ -193,7 +234,7 @@ mod tests {
 
     #[test]
     fn a_new_instance_writes_its_service_before_its_check() {
-        let ops = Change::Upsert { instance: inst("a", 1, CheckStatus::Passing), service: true, check: true }.ops("n");
+        let ops = Change::Upsert { instance: inst("a", 1, CheckStatus::Critical), service: true, check: true }.ops("n");
         assert!(matches!(&ops[0], TxnOp::ServiceSet { node, service } if node == "n" && service.id == "a"));
         assert!(
             matches!(&ops[1], TxnOp::CheckSet(c) if c.check_id == "a/ready" && c.service_id == "a" && c.node == "n")

@@ -53,8 +53,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 const CONTROLLER: &str = "catalogsync-to-consul";
-/// Transactions in flight at once during a burst.
-const PARALLEL_TXNS: usize = 4;
+/// Transactions in flight at once during a burst (public for the benchmark's floor).
+pub const PARALLEL_TXNS: usize = 4;
 /// The label the EndpointSlice controller (and hand-made slices) name their Service with.
 const SLICE_SERVICE_LABEL: &str = "kubernetes.io/service-name";
 

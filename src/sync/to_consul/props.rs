@@ -1,6 +1,7 @@
 //! Properties of the catalog planner ([`diff::owned_instances`] + [`diff::diff`]) over
 //! random catalogs holding our instances and someone else's, applied to a model of one
-//! Consul node (services by ID, each with its check):
+//! Consul node (services by ID, each with its check if it has one: a ready instance has
+//! none):
 //! - it never touches what it does not own: someone else's instances come out
 //!   unchanged, whatever they are;
 //! - the result equals the declared state: our instances read back are the desired ones;
@@ -85,7 +86,7 @@ fn foreign() -> impl Strategy<Value = (NodeService, Option<HealthCheck>)> {
 fn node_of(ours: &BTreeMap<String, Instance>, theirs: &[(NodeService, Option<HealthCheck>)]) -> Node {
     let mut node: Node = theirs.iter().map(|(s, c)| (s.id.clone(), (s.clone(), c.clone()))).collect();
     for i in ours.values() {
-        node.insert(i.id.clone(), (i.node_service(), Some(i.health_check(NODE))));
+        node.insert(i.id.clone(), (i.node_service(), i.needs_check().then(|| i.health_check(NODE))));
     }
     node
 }
@@ -106,14 +107,17 @@ fn apply(node: &mut Node, changes: &[Change]) {
                     entry.0 = instance.node_service();
                 }
                 if *check {
-                    entry.1 = Some(instance.health_check(NODE));
+                    entry.1 = instance.needs_check().then(|| instance.health_check(NODE));
                 }
             }
             Change::Delete { id, .. } => {
                 node.remove(id);
             }
             Change::Move { instance, .. } => {
-                node.insert(instance.id.clone(), (instance.node_service(), Some(instance.health_check(NODE))));
+                node.insert(
+                    instance.id.clone(),
+                    (instance.node_service(), instance.needs_check().then(|| instance.health_check(NODE))),
+                );
             }
         }
     }
