@@ -269,7 +269,7 @@ until_ok "Consul's API answers on the host over HTTPS through the NodePort" 120 
 if env -u CURL_CA_BUNDLE curl -sS --max-time 10 -o /dev/null "$CONSUL/v1/status/leader" 2>/dev/null; then
   die "curl trusted the Consul servers without the cluster's CA"
 fi
-if curl -sS --max-time 10 -o /dev/null "http://127.0.0.1:8500/v1/status/leader" 2>/dev/null; then
+if curl -sSf --max-time 10 -o /dev/null "http://127.0.0.1:8500/v1/status/leader" 2>/dev/null; then
   die "Consul answered plain HTTP on its API port"
 fi
 ok "Consul serves HTTPS verified by the cluster's CA (Secret consul-ca); unverified and plain HTTP refused"

@@ -746,27 +746,37 @@ async fn full_consul_outage_during_an_initial_sync_of_5000_instances() {
     // The sampler watches 10 of the 50 Services (each answer is up to 100 instances).
     let watched: BTreeMap<String, BTreeSet<String>> = w.stable().into_iter().take(10).collect();
     let sampler = sampler(direct.clone(), watched, Duration::from_secs(300));
+    // The controller reaches Consul through fault proxies: once it has sent part of the
+    // initial sync, they hold every byte, so the instances synced so far can be counted
+    // before the servers die (the sync is fast enough to finish while a count runs).
+    let proxies = proxies_for(&direct);
+    let via: Vec<String> = proxies.iter().map(|p| format!("http://{}", p.addr())).collect();
     let started = Instant::now();
-    support::external_cluster(&kube, &ns, &direct, Some(serde_json::from_str(SYNC).expect("sync"))).await;
+    support::external_cluster(&kube, &ns, &via, Some(serde_json::from_str(SYNC).expect("sync"))).await;
     let controller = start_controller(kube.clone(), &ns, &[]).await;
 
-    // Wait until the initial sync is under way: some instances in Consul, not all.
+    // Wait until the initial sync is under way (some hundreds of KB of its writes sent),
+    // then hold the controller's traffic and count what landed: some instances, not all.
     let http = http();
     let services = w.services();
     let total = SERVICES as usize * PER_SERVICE;
-    let at_kill = loop {
-        let count = synced(&http, &direct, &ns, &services).await.map(|m| m.values().map(|e| e.len()).sum::<usize>());
-        if let Some(n) = count
-            && n >= 100
-        {
-            break n;
-        }
+    let sent = || proxies.iter().map(|p| p.forwarded(testenv::Direction::ToServer)).sum::<u64>();
+    while sent() < 300_000 {
         assert!(started.elapsed() < Duration::from_secs(120), "the initial sync did not start within 120 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for p in &proxies {
+        p.set_both(testenv::Fault::Hang);
+    }
+    let count = synced(&http, &direct, &ns, &services).await.map(|m| m.values().map(|e| e.len()).sum::<usize>());
+    let at_kill = count.unwrap_or(0);
+    assert!(at_kill > 0, "no instance had landed when the outage began");
     assert!(at_kill < total, "the initial sync finished ({at_kill}) before the outage could start");
     for i in 0..consul.servers() {
         consul.kill(i);
+    }
+    for p in &proxies {
+        p.heal();
     }
     let churning = churn(w.clone(), Duration::from_millis(150), Duration::from_secs(200));
     let reported = available(&kube, &ns, "False", "ConsulUnreachable", Duration::from_secs(60)).await;
