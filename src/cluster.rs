@@ -259,15 +259,27 @@ async fn read_token(
         key: key.to_string(),
         reason: reason.to_string(),
     };
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let found = api.get_opt(secret).await.map_err(ClusterError::Kube)?.ok_or_else(|| err("Secret not found"))?;
-    let bytes = found.data.as_ref().and_then(|d| d.get(key)).ok_or_else(|| err("key not found"))?;
-    let text = String::from_utf8(bytes.0.clone()).map_err(|_| err("value is not UTF-8"))?;
+    let bytes = secret_value(client, namespace, secret, key).await?.map_err(err)?;
+    let text = String::from_utf8(bytes).map_err(|_| err("value is not UTF-8"))?;
     let text = text.trim();
     if text.is_empty() {
         return Err(err("value is empty"));
     }
     Ok(Token::new(text))
+}
+
+/// The bytes at `secret`/`key`; `Ok(Err(reason))` when the Secret or the key is missing.
+async fn secret_value(
+    client: &kube::Client,
+    namespace: &str,
+    secret: &str,
+    key: &str,
+) -> Result<Result<Vec<u8>, &'static str>, ClusterError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let Some(found) = api.get_opt(secret).await.map_err(ClusterError::Kube)? else {
+        return Ok(Err("Secret not found"));
+    };
+    Ok(found.data.and_then(|mut d| d.remove(key)).map(|b| b.0).ok_or("key not found"))
 }
 
 /// The PEM CA certificate at `secret`/`key` (read fresh on each resolve, so a replaced
@@ -286,13 +298,11 @@ async fn read_ca(
         key: key.to_string(),
         reason: reason.to_string(),
     };
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let found = api.get_opt(secret).await.map_err(ClusterError::Kube)?.ok_or_else(|| err("Secret not found"))?;
-    let bytes = found.data.as_ref().and_then(|d| d.get(key)).ok_or_else(|| err("key not found"))?;
-    if !String::from_utf8_lossy(&bytes.0).contains("-----BEGIN CERTIFICATE-----") {
+    let bytes = secret_value(client, namespace, secret, key).await?.map_err(err)?;
+    if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
         return Err(err("value is not a PEM certificate"));
     }
-    Ok(bytes.0.clone())
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -115,18 +115,7 @@ impl Env {
     }
 
     async fn event(&self, reason: &str, object: &str) {
-        let events: Api<Event> = Api::namespaced(self.kube.clone(), &self.ns);
-        eventually(&format!("a {reason} event on {object}"), WAIT, || async {
-            let list = events.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some(reason)
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
-                })
-                .then_some(())
-        })
-        .await;
+        support::event(&self.kube, &self.ns, object, reason, false).await
     }
 
     /// Writes a raw entry (as `consul config write` would), without concord's Meta.

@@ -110,20 +110,7 @@ impl Tenant {
 
     /// Waits for a Warning Event `reason` regarding `name`.
     async fn warned(&self, name: &str, reason: &str) {
-        let events: Api<Event> = Api::namespaced(self.kube.clone(), &self.ns);
-        eventually(&format!("Warning {reason} on {name}"), WAIT, || async {
-            let list = events.list(&ListParams::default()).await.ok()?;
-            let regarding = |e: &Event| e.regarding.as_ref().and_then(|r| r.name.clone());
-            list.items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some(reason)
-                        && e.type_.as_deref() == Some("Warning")
-                        && regarding(e).as_deref() == Some(name)
-                })
-                .then_some(())
-        })
-        .await
+        support::event(&self.kube, &self.ns, name, reason, true).await
     }
 
     async fn kv_keys(&self, prefix: &str) -> Vec<String> {

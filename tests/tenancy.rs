@@ -107,19 +107,7 @@ impl Env {
 
     /// Waits for a Warning Event with `reason` on the object `name`.
     async fn warning(&self, name: &str, reason: &str) {
-        let events: Api<Event> = Api::namespaced(self.kube.clone(), &self.ns);
-        eventually(&format!("Warning {reason} on {name}"), WAIT, || async {
-            let list = events.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some(reason)
-                        && e.type_.as_deref() == Some("Warning")
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-                })
-                .then_some(())
-        })
-        .await
+        support::event(&self.kube, &self.ns, name, reason, true).await
     }
 
     async fn kv_keys(&self, prefix: &str) -> Vec<String> {

@@ -20,28 +20,8 @@ pub(crate) const CONTROLLER: &str = "aclpolicy";
 pub const FINALIZER: &str = "concord.io/aclpolicy";
 const RESYNC: Duration = Duration::from_secs(300);
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot write status: {0}")]
-    Status(#[source] kube::Error),
-    #[error("Consul call failed: {0}")]
-    Consul(#[source] consul::Error),
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-}
-
-impl Error {
-    fn category(&self) -> &'static str {
-        match self {
-            Error::Status(_) => "kube",
-            Error::Consul(e) => e.category(),
-            Error::Cluster(e) => e.category(),
-            Error::Finalizer(e) => super::finalizer_category(e, Error::category),
-        }
-    }
-}
+/// This controller's errors (shared with the other one-Consul-object controllers).
+pub use super::ObjectError as Error;
 
 /// Why one sync did not happen.
 enum SyncError {

@@ -72,6 +72,32 @@ pub fn object_key<K: Resource>(obj: &K) -> String {
     format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or(""), obj.meta().name.as_deref().unwrap_or(""))
 }
 
+/// The errors of a controller that keeps one Consul object per resource (ACLPolicy,
+/// PreparedQuery).
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("cannot write status: {0}")]
+    Status(#[source] kube::Error),
+    #[error("Consul call failed: {0}")]
+    Consul(#[source] crate::consul::Error),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<ObjectError>>),
+}
+
+impl ObjectError {
+    /// The metrics label of the failure.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ObjectError::Status(_) => "kube",
+            ObjectError::Consul(e) => e.category(),
+            ObjectError::Cluster(e) => e.category(),
+            ObjectError::Finalizer(e) => finalizer_category(e, ObjectError::category),
+        }
+    }
+}
+
 /// Bounded category of a finalizer error: the inner error's own category when apply or
 /// cleanup failed (so metrics and Events say why), else "finalizer".
 pub fn finalizer_category<E>(

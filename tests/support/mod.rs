@@ -257,3 +257,23 @@ pub async fn put_ca_secret(kube: &kube::Client, ns: &str, name: &str, pem: &str)
         .await
         .expect("CA Secret applied");
 }
+
+/// Waits up to 40 s for an Event with `reason` regarding the object `object` in `ns`
+/// (of type Warning when `warning`, of any type otherwise).
+pub async fn event(client: &kube::Client, ns: &str, object: &str, reason: &str, warning: bool) {
+    use k8s_openapi::api::events::v1::Event;
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let kind = if warning { "Warning" } else { "an" };
+    eventually(&format!("{kind} {reason} event on {object}"), Duration::from_secs(40), || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && (!warning || e.type_.as_deref() == Some("Warning"))
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
+            })
+            .then_some(())
+    })
+    .await
+}
