@@ -8,7 +8,6 @@ mod support;
 use concord::consul::{self, CatalogRegistration, CheckStatus, HealthCheck, NodeService, QueryOptions};
 use concord::controllers::prepared_query::OWNER_MARK_PREFIX;
 use concord::resources::{PreparedQuery, find_condition, types};
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
