@@ -126,6 +126,20 @@ install_moto() {
   ln -sfn "$venv/bin/moto_server" "$BIN/moto_server"
 }
 
+# The fault suite (tests/faults.rs, testenv/src/netns.rs) makes test hosts with `ip netns`
+# and partitions them with iptables: Debian's iproute2 and iptables, installed once.
+install_net_tools() {
+  command -v ip >/dev/null && command -v iptables >/dev/null && return
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing Debian's iproute2 and iptables (network-namespace test hosts)"
+    : >"$LOGS/apt-net.log"
+    run_logged apt-net apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive run_logged apt-net apt-get install -y -qq --no-install-recommends iproute2 iptables
+  else
+    say "ip/iptables missing and cannot install them (not root or no apt-get): the fault suite will fail"
+  fi
+}
+
 # nginx and haproxy check the configs rendered from templates/ (tests/render_cli.rs runs
 # `nginx -t` and `haproxy -c`); Debian's packages, installed once when we may.
 install_config_checkers() {
@@ -145,4 +159,5 @@ build_consul
 build_kubernetes
 install_moto
 install_config_checkers
+install_net_tools
 echo "$BIN"
