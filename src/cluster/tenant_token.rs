@@ -123,11 +123,12 @@ pub async fn ensure(
         }
     }
     let accessor = accessor_id(namespace, cluster);
-    if let Some(token) = consul.acl_token_read(&accessor).await?
-        && let Some(secret) = token.secret_id
+    let existing = consul.acl_token_read(&accessor).await?;
+    if let Some(token) = &existing
+        && let Some(secret) = &token.secret_id
         && token.policies.iter().any(|l| l.name == name)
     {
-        return Ok(Some(secret));
+        return Ok(Some(secret.clone()));
     }
     let token = AclToken {
         accessor_id: accessor.clone(),
@@ -135,7 +136,7 @@ pub async fn ensure(
         policies: vec![AclLink { name: name.clone(), ..Default::default() }],
         ..Default::default()
     };
-    let made = match consul.acl_token_read(&accessor).await? {
+    let made = match existing {
         // Exists without the policy (edited by hand): put it back.
         Some(existing) => consul
             .acl_token_update(&AclToken { secret_id: None, ..token })
