@@ -104,6 +104,8 @@ pub struct Client {
 
 struct Inner {
     http: reqwest::Client,
+    /// What a connection pool of its own is built from ([`Client::with_own_connections`]).
+    connections: Arc<Connections>,
     addresses: Vec<Url>,
     /// Index into `addresses` of the server that answered last; shared by all clones so
     /// that one request's discovery of a dead server spares the others the timeout.
@@ -113,6 +115,40 @@ struct Inner {
     request_timeout: Duration,
     snapshot_timeout: Duration,
     retry: RetryPolicy,
+}
+
+struct Connections {
+    config: ClientConfig,
+    /// The IPs the TLS server name resolves to, when there is one.
+    pinned: Vec<std::net::SocketAddr>,
+}
+
+/// The HTTP client (one connection pool) for `config`. With TLS, HTTP/2 is offered by
+/// ALPN and used when the server takes it (Consul's HTTPS listener does): every request
+/// of the pool is then a stream on one connection.
+fn http_client(config: &ClientConfig, pinned: &[std::net::SocketAddr]) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        // No client-wide timeout: each request sets its own (blocking reads and
+        // snapshots need far longer than ordinary calls).
+        // A redirect would silently turn a PUT into a GET; Consul never sends one.
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(pem) = &config.ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| Error::Config(format!("the CA is not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::Config("the CA holds no PEM certificate".into()));
+        }
+        // Only this CA: a server with a certificate from any public CA is refused.
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if let Some(name) = &config.tls_server_name {
+        builder = builder.resolve_to_addrs(name, pinned);
+    }
+    builder.build().map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
 }
 
 impl fmt::Debug for Client {
@@ -136,31 +172,12 @@ impl Client {
             Some(name) => pin_to_server_name(&mut addresses, name)?,
             None => Vec::new(),
         };
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            // No client-wide timeout: each request sets its own (blocking reads and
-            // snapshots need far longer than ordinary calls).
-            // A redirect would silently turn a PUT into a GET; Consul never sends one.
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(pem) = &config.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| Error::Config(format!("the CA is not PEM certificates: {e}")))?;
-            if certs.is_empty() {
-                return Err(Error::Config("the CA holds no PEM certificate".into()));
-            }
-            // Only this CA: a server with a certificate from any public CA is refused.
-            builder = builder.tls_built_in_root_certs(false);
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        if let Some(name) = &config.tls_server_name {
-            builder = builder.resolve_to_addrs(name, &pinned);
-        }
-        let http = builder.build().map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        let http = http_client(&config, &pinned)?;
+        let connections = Arc::new(Connections { config: ClientConfig { token: None, ..config.clone() }, pinned });
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
+                connections,
                 addresses,
                 preferred: Arc::new(AtomicUsize::new(0)),
                 token: config.token.as_ref().map(token_header).transpose()?,
@@ -179,6 +196,7 @@ impl Client {
         Ok(Self {
             inner: Arc::new(Inner {
                 http: inner.http.clone(),
+                connections: inner.connections.clone(),
                 addresses: inner.addresses.clone(),
                 preferred: inner.preferred.clone(),
                 token: Some(token_header(&token)?),
@@ -197,6 +215,7 @@ impl Client {
         Self {
             inner: Arc::new(Inner {
                 http: inner.http.clone(),
+                connections: inner.connections.clone(),
                 addresses: inner.addresses.clone(),
                 preferred: inner.preferred.clone(),
                 token: inner.token.clone(),
@@ -206,6 +225,35 @@ impl Client {
                 retry,
             }),
         }
+    }
+
+    /// The same cluster, token, retry policy and failover state over a connection pool of
+    /// its own. Over HTTP/2 every request of a pool is a stream on one connection, and a
+    /// Go server (Consul) serves at most 250 streams at once on a connection by default:
+    /// more long-held blocking queries than that need more pools.
+    pub fn with_own_connections(&self) -> Result<Self> {
+        let inner = &self.inner;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http: http_client(&inner.connections.config, &inner.connections.pinned)?,
+                connections: inner.connections.clone(),
+                addresses: inner.addresses.clone(),
+                preferred: inner.preferred.clone(),
+                token: inner.token.clone(),
+                datacenter: inner.datacenter.clone(),
+                request_timeout: inner.request_timeout,
+                snapshot_timeout: inner.snapshot_timeout,
+                retry: inner.retry.clone(),
+            }),
+        })
+    }
+
+    /// The HTTP version the server answers this client with (`GET /v1/status/leader`):
+    /// HTTP/2 when it serves HTTPS and took HTTP/2 by ALPN, HTTP/1.1 otherwise.
+    pub async fn http_version(&self) -> Result<reqwest::Version> {
+        let req = self.request(Method::GET, ["v1", "status", "leader"]);
+        let resp = self.send(&req).await?;
+        Ok(resp.version())
     }
 
     /// Whether requests carry an ACL token.

@@ -1,9 +1,28 @@
-//! The Consul side of Consul → Kubernetes: two blocking queries for the whole catalog,
-//! whatever the number of mirrored services, and instance reads only where something
-//! changed.
+//! The Consul side of Consul → Kubernetes: which services exist, from one blocking query
+//! for the whole catalog, and each mirrored service's instances, read only where
+//! something changed. How a change is noticed depends on what Consul serves:
 //!
-//! - `/v1/catalog/services` (filtered to services with an instance not from Kubernetes):
-//!   which services exist.
+//! - `/v1/catalog/services` (filtered to services with an instance not from Kubernetes),
+//!   blocking: which services exist, in both modes.
+//!
+//! **HTTP/2 (Consul over HTTPS).** One blocking query per mirrored service,
+//! `/v1/health/service/<name>?index=…&stale`: Consul wakes it on any change to that
+//! service's instances, their checks or their nodes, address- and port-only ones
+//! included, so what is read is exactly what changed. The queries are streams
+//! multiplexed over HTTP/2, spread over one connection per [`SERVICES_PER_CONNECTION`]
+//! services: a Go server serves at most 250 streams at once on one connection, and Consul
+//! refuses a client more than `limits.http_max_conns_per_client` (200) connections, so
+//! 10,000 services take 50 connections. `?stale` lets whichever server holds the
+//! connection answer from its own copy of the catalog instead of forwarding every query
+//! to the leader: a follower applies the same Raft log in order, so its answer is a state
+//! the leader committed, at most its replication lag behind (milliseconds on a healthy
+//! cluster), and a mirror is eventually consistent anyway; the service list and the
+//! anti-entropy re-reads stay default-mode (leader) reads, so a follower cut off from the
+//! leader cannot hold a wrong answer past the next pass.
+//!
+//! **HTTP/1.1 (plain HTTP, or a proxy that does not speak HTTP/2).** One connection per
+//! blocking query would hit that connection limit past ~200 services (an earlier
+//! version did, and the sync never converged), so two queries follow the whole catalog:
 //! - `/v1/health/state/any` (filtered to skip the sync nodes `k8s-sync-*`, whose
 //!   instances all came from Kubernetes): every check with its status. A service is
 //!   re-read when its own checks changed (an instance added or removed with its check,
@@ -16,13 +35,11 @@
 //! port change that leaves the checks alone) is re-read on every change of the catalog
 //! index (services with an unchecked instance), and every mirrored service is re-read
 //! after a catalog change that neither watch explains (same names, same checks), at most
-//! once per [`rescan_interval`], and on every anti-entropy pass.
+//! once per [`rescan_interval`].
 //!
-//! An earlier version held one blocking query per mirrored service: with more than ~200
-//! services Consul's per-client connection limit (`limits.http_max_conns_per_client`)
-//! answered `429 Too Many Requests` and the sync never converged.
+//! In both modes every mirrored service is re-read on every anti-entropy pass.
 use super::desired::{self, MirrorInstance};
-use crate::consul::{self, CheckStatus, ConsulIndex, HealthCheck, QueryOptions, ServiceEntry};
+use crate::consul::{self, CheckStatus, Consistency, ConsulIndex, HealthCheck, QueryOptions, ServiceEntry};
 use crate::sync::ToKubernetesConfig;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -32,6 +49,9 @@ use tokio::time::Instant;
 
 /// Instance reads in flight at once.
 pub const PARALLEL_READS: usize = 8;
+/// Per-service blocking queries on one HTTP/2 connection: below Go's default of 250
+/// concurrent streams per connection, with room for the odd re-read.
+pub const SERVICES_PER_CONNECTION: usize = 200;
 /// How long one blocking query waits at most before it is re-sent.
 const BLOCKING_WAIT: Duration = Duration::from_secs(300);
 /// The least time between the starts of two queries of one watch. Consul answers a
@@ -139,6 +159,8 @@ struct Known {
 enum Seen {
     Names(BTreeSet<String>),
     Checks(CheckView),
+    /// One service's instances, from its own blocking query (HTTP/2 mode).
+    Service(String, Vec<ServiceEntry>),
 }
 
 /// One blocking-query loop of this module: `query` runs with the filter and the index to
@@ -147,7 +169,8 @@ enum Seen {
 /// returns what to send, if anything. Returns when the receiver is gone.
 async fn blocking_loop<T, Q, Fut>(
     what: &str,
-    filter: &str,
+    filter: Option<&str>,
+    consistency: Consistency,
     mut query: Q,
     mut answer: impl FnMut(bool, T) -> Option<Seen>,
     tx: mpsc::Sender<Seen>,
@@ -161,7 +184,10 @@ async fn blocking_loop<T, Q, Fut>(
     loop {
         tokio::time::sleep_until(next).await;
         next = Instant::now() + MIN_QUERY_INTERVAL;
-        let opts = QueryOptions { filter: Some(filter.to_string()), ..QueryOptions::blocking(index, BLOCKING_WAIT) };
+        let opts = QueryOptions {
+            filter: filter.map(str::to_string),
+            ..QueryOptions::blocking(index, BLOCKING_WAIT).with_consistency(consistency)
+        };
         match query(opts).await {
             Ok(r) => {
                 failures = 0;
@@ -190,7 +216,7 @@ async fn watch_catalog(consul: consul::Client, cfg: ToKubernetesConfig, tx: mpsc
     let answer = |moved: bool, services: BTreeMap<String, Vec<String>>| {
         moved.then(|| Seen::Names(services.into_keys().filter(|n| desired::is_candidate(&cfg, n)).collect()))
     };
-    blocking_loop("catalog", CATALOG_FILTER, query, answer, tx).await;
+    blocking_loop("catalog", Some(CATALOG_FILTER), Consistency::Default, query, answer, tx).await;
 }
 
 /// Watches every check outside the sync nodes, sending the view when it changes.
@@ -205,20 +231,138 @@ async fn watch_checks(consul: consul::Client, tx: mpsc::Sender<Seen>) {
             Seen::Checks(view)
         })
     };
-    blocking_loop("health", CHECKS_FILTER, query, answer, tx).await;
+    blocking_loop("health", Some(CHECKS_FILTER), Consistency::Default, query, answer, tx).await;
+}
+
+/// Watches one service's instances with a blocking query of its own (`?stale`: see the
+/// module doc), sending them whenever the query's index moves.
+async fn watch_service(consul: consul::Client, name: String, tx: mpsc::Sender<Seen>) {
+    let (consul, service) = (&consul, name.as_str());
+    let query = move |opts: QueryOptions| async move { consul.health_service(service, &[], false, &opts).await };
+    let answer = |moved: bool, entries: Vec<ServiceEntry>| moved.then(|| Seen::Service(name.clone(), entries));
+    blocking_loop("service", None, Consistency::Stale, query, answer, tx).await;
+}
+
+/// The per-service watches of HTTP/2 mode, spread over connection pools of at most
+/// [`SERVICES_PER_CONNECTION`] watches each.
+struct ServiceWatches {
+    consul: consul::Client,
+    /// Each pool's client and how many watches it carries.
+    pools: Vec<(consul::Client, usize)>,
+    /// Service → (its pool, its task).
+    watching: HashMap<String, (usize, tokio::task::AbortHandle)>,
+    tasks: JoinSet<()>,
+}
+
+impl ServiceWatches {
+    fn new(consul: consul::Client) -> Self {
+        Self { consul, pools: Vec::new(), watching: HashMap::new(), tasks: JoinSet::new() }
+    }
+
+    /// Watches exactly `names`: starts the new ones on the first pool with room (a new
+    /// pool when none has), stops the gone ones.
+    fn follow(&mut self, names: &BTreeSet<String>, tx: &mpsc::Sender<Seen>) {
+        let gone: Vec<String> = self.watching.keys().filter(|n| !names.contains(*n)).cloned().collect();
+        for name in gone {
+            if let Some((pool, task)) = self.watching.remove(&name) {
+                task.abort();
+                self.pools[pool].1 -= 1;
+            }
+        }
+        for name in names {
+            if self.watching.contains_key(name) {
+                continue;
+            }
+            let pool = match pick_pool(self.pools.iter().map(|p| p.1)) {
+                Some(pool) => pool,
+                None => match self.consul.with_own_connections() {
+                    Ok(client) => {
+                        self.pools.push((client, 0));
+                        self.pools.len() - 1
+                    }
+                    Err(e) => {
+                        // Building a client only fails on configuration the first one
+                        // was built from; kept as a warning rather than a panic.
+                        tracing::warn!(error = %e, "cannot open another connection pool to Consul");
+                        return;
+                    }
+                },
+            };
+            self.pools[pool].1 += 1;
+            let task = self.tasks.spawn(watch_service(self.pools[pool].0.clone(), name.clone(), tx.clone()));
+            self.watching.insert(name.clone(), (pool, task));
+        }
+    }
+
+    /// Reaps finished tasks (aborted ones), so the set does not grow.
+    fn reap(&mut self) {
+        while self.tasks.try_join_next().is_some() {}
+    }
+}
+
+/// The first pool (by its watch count) with room for one more watch, if any (pure).
+pub fn pick_pool(counts: impl Iterator<Item = usize>) -> Option<usize> {
+    counts.enumerate().find(|(_, n)| *n < SERVICES_PER_CONNECTION).map(|(i, _)| i)
+}
+
+/// Whether Consul answers `consul` over HTTP/2, asked until it answers.
+async fn speaks_http2(consul: &consul::Client) -> bool {
+    let mut failures = 0u32;
+    loop {
+        match consul.http_version().await {
+            Ok(version) => return version == reqwest::Version::HTTP_2,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, "cannot reach Consul to start the catalog watch; retrying");
+                tokio::time::sleep(crate::context::backoff_delay(failures.min(5), rand::random())).await;
+            }
+        }
+    }
+}
+
+/// What the sync knows of the mirrored services' instances, and what it sent.
+#[derive(Default)]
+struct State {
+    known: HashMap<String, Known>,
+    nodes_of: HashMap<String, BTreeSet<String>>,
+}
+
+impl State {
+    /// Takes a read (or a watch's answer) of `name`; returns what to send, if anything.
+    fn take(&mut self, names: Option<&BTreeSet<String>>, name: String, entries: &[ServiceEntry]) -> Option<Msg> {
+        if !names.is_some_and(|n| n.contains(&name)) {
+            return None;
+        }
+        let instances = desired::mirrored_instances(entries);
+        let nodes: BTreeSet<String> = entries.iter().map(|e| e.node.node.clone()).collect();
+        let unchanged = self.known.get(&name).is_some_and(|k| k.sent == instances);
+        self.nodes_of.insert(name.clone(), nodes);
+        let unchecked = has_unchecked_instance(entries);
+        self.known.insert(name.clone(), Known { unchecked, sent: instances.clone() });
+        (!unchanged).then_some(Msg::Health(name, instances))
+    }
 }
 
 /// Watches Consul for one sync until `tx` is closed (the task is aborted with its
 /// writer), sending service names and then each service's instances as they change.
 pub async fn run(consul: consul::Client, cfg: ToKubernetesConfig, tx: mpsc::Sender<Msg>) {
+    let per_service = speaks_http2(&consul).await;
+    if per_service {
+        tracing::info!("Consul answers over HTTP/2: one blocking query per mirrored service");
+    } else {
+        tracing::info!("Consul answers over HTTP/1.1: two blocking queries for the whole catalog");
+    }
     let (seen_tx, mut seen) = mpsc::channel::<Seen>(16);
     let mut watches: JoinSet<()> = JoinSet::new();
+    let mut services = ServiceWatches::new(consul.clone());
     watches.spawn(watch_catalog(consul.clone(), cfg.clone(), seen_tx.clone()));
-    watches.spawn(watch_checks(consul.clone(), seen_tx));
+    // Per-service watches see every change themselves: no check view to wait for.
+    let mut view: Option<CheckView> = per_service.then(CheckView::default);
+    if !per_service {
+        watches.spawn(watch_checks(consul.clone(), seen_tx.clone()));
+    }
     let mut names: Option<BTreeSet<String>> = None;
-    let mut view: Option<CheckView> = None;
-    let mut known: HashMap<String, Known> = HashMap::new();
-    let mut nodes_of: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut state = State::default();
     let mut dirty: BTreeSet<String> = BTreeSet::new();
     let mut reading: HashSet<String> = HashSet::new();
     let mut reads: JoinSet<(String, Result<Vec<ServiceEntry>, consul::Error>)> = JoinSet::new();
@@ -226,7 +370,8 @@ pub async fn run(consul: consul::Client, cfg: ToKubernetesConfig, tx: mpsc::Send
     let mut retry_due: Option<Instant> = None;
     let mut refresh_due = Instant::now() + cfg.anti_entropy;
     // When every service was last read (the first reads count), and when the next such
-    // rescan is due because the catalog changed in a way the watches cannot attribute.
+    // rescan is due because the catalog changed in a way the watches cannot attribute
+    // (HTTP/1.1 mode only).
     let mut last_rescan = Instant::now();
     let mut rescan_due: Option<Instant> = None;
     loop {
@@ -234,27 +379,40 @@ pub async fn run(consul: consul::Client, cfg: ToKubernetesConfig, tx: mpsc::Send
             s = seen.recv() => match s {
                 Some(Seen::Names(new)) => {
                     let changed = names.as_ref() != Some(&new);
-                    if !changed && rescan_due.is_none() {
+                    if !per_service && !changed && rescan_due.is_none() {
                         // The catalog's index moved with the same names: an address,
                         // port or meta changed somewhere, or a Kubernetes instance was
                         // written (both bump it; the watches cannot tell which).
                         rescan_due = Some(last_rescan + rescan_interval(new.len()));
                     }
-                    known.retain(|n, _| new.contains(n));
-                    nodes_of.retain(|n, _| new.contains(n));
+                    state.known.retain(|n, _| new.contains(n));
+                    state.nodes_of.retain(|n, _| new.contains(n));
                     dirty.retain(|n| new.contains(n));
                     let old = names.replace(new.clone()).unwrap_or_default();
-                    dirty.extend(new.difference(&old).cloned());
-                    dirty.extend(known.iter().filter(|(_, k)| k.unchecked).map(|(n, _)| n.clone()));
+                    if per_service {
+                        // Each new service's first answer is its first read.
+                        services.reap();
+                        services.follow(&new, &seen_tx);
+                    } else {
+                        dirty.extend(new.difference(&old).cloned());
+                        dirty.extend(state.known.iter().filter(|(_, k)| k.unchecked).map(|(n, _)| n.clone()));
+                    }
                     if changed && tx.send(Msg::Catalog(new)).await.is_err() {
                         break;
                     }
                 }
                 Some(Seen::Checks(new)) => {
                     if let (Some(old), Some(names)) = (&view, &names) {
-                        dirty.extend(changed_services(old, &new, &nodes_of).into_iter().filter(|n| names.contains(n)));
+                        dirty.extend(changed_services(old, &new, &state.nodes_of).into_iter().filter(|n| names.contains(n)));
                     }
                     view = Some(new);
+                }
+                Some(Seen::Service(name, entries)) => {
+                    if let Some(msg) = state.take(names.as_ref(), name, &entries)
+                        && tx.send(msg).await.is_err()
+                    {
+                        break;
+                    }
                 }
                 None => break,
             },
@@ -264,16 +422,9 @@ pub async fn run(consul: consul::Client, cfg: ToKubernetesConfig, tx: mpsc::Send
                 match result {
                     Ok(entries) => {
                         failures = 0;
-                        if !names.as_ref().is_some_and(|n| n.contains(&name)) {
-                            continue;
-                        }
-                        let instances = desired::mirrored_instances(&entries);
-                        let nodes: BTreeSet<String> = entries.iter().map(|e| e.node.node.clone()).collect();
-                        let unchanged = known.get(&name).is_some_and(|k| k.sent == instances);
-                        nodes_of.insert(name.clone(), nodes);
-                        let unchecked = has_unchecked_instance(&entries);
-                        known.insert(name.clone(), Known { unchecked, sent: instances.clone() });
-                        if !unchanged && tx.send(Msg::Health(name, instances)).await.is_err() {
+                        if let Some(msg) = state.take(names.as_ref(), name, &entries)
+                            && tx.send(msg).await.is_err()
+                        {
                             break;
                         }
                     }
@@ -320,6 +471,7 @@ pub async fn run(consul: consul::Client, cfg: ToKubernetesConfig, tx: mpsc::Send
         }
     }
     watches.abort_all();
+    services.tasks.abort_all();
     reads.abort_all();
 }
 
@@ -375,6 +527,19 @@ mod tests {
             let per_second = n as f64 / rescan_interval(n).as_secs_f64();
             assert!(per_second <= 67.0, "{n} services: {per_second} reads/s");
         }
+    }
+
+    #[test]
+    fn per_service_watches_fill_a_pool_before_opening_the_next() {
+        assert_eq!(pick_pool(std::iter::empty()), None, "no pool yet: open one");
+        assert_eq!(pick_pool([0].into_iter()), Some(0));
+        assert_eq!(pick_pool([SERVICES_PER_CONNECTION - 1].into_iter()), Some(0));
+        assert_eq!(pick_pool([SERVICES_PER_CONNECTION].into_iter()), None, "full: open another");
+        // A watch stopped in the first pool frees room there, before the second.
+        assert_eq!(pick_pool([SERVICES_PER_CONNECTION - 1, 3].into_iter()), Some(0));
+        assert_eq!(pick_pool([SERVICES_PER_CONNECTION, 3].into_iter()), Some(1));
+        // Below Go's default of 250 concurrent HTTP/2 streams per connection.
+        const { assert!(SERVICES_PER_CONNECTION < 250) };
     }
 
     #[test]
