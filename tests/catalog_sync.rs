@@ -441,7 +441,7 @@ async fn hundreds_of_consul_services_are_mirrored_over_a_fixed_number_of_watches
     // The point: a fixed number of connections to Consul, not one per service (Consul
     // answers 429 beyond 200 per client IP by default). Only this process talks to this
     // Consul's HTTP ports: the controller, plus this test's own client.
-    let open = consul_connections(&consul_env.http_addrs());
+    let open = support::consul_connections(&consul_env.http_addrs());
     assert!(open < 64, "{open} connections to Consul for {SERVICES} mirrored services");
 
     // One of scale-0's two instances goes critical: it leaves the slice, the other stays.
@@ -512,27 +512,6 @@ async fn ready_total(slices: &Api<EndpointSlice>, lp: &ListParams) -> Option<usi
             .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
             .count(),
     )
-}
-
-/// Established TCP connections (client side) to any of `addrs` (`host:port` or URLs), from
-/// `/proc/net/tcp{,6}`.
-fn consul_connections(addrs: &[String]) -> usize {
-    let ports: BTreeSet<u16> =
-        addrs.iter().filter_map(|a| a.trim_end_matches('/').rsplit(':').next()?.parse().ok()).collect();
-    assert!(!ports.is_empty(), "ports of {addrs:?}");
-    let mut n = 0;
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(table).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let (Some(remote), Some(state)) = (cols.get(2), cols.get(3)) else { continue };
-            let port = remote.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
-            if *state == "01" && port.is_some_and(|p| ports.contains(&p)) {
-                n += 1;
-            }
-        }
-    }
-    n
 }
 
 /// Instances left by the one-node layout of earlier versions (every instance on

@@ -308,3 +308,24 @@ pub async fn event(client: &kube::Client, ns: &str, object: &str, reason: &str, 
     })
     .await
 }
+
+/// Established TCP connections (client side) to any of `addrs` (`host:port` or URLs), from
+/// `/proc/net/tcp{,6}`.
+pub fn consul_connections(addrs: &[String]) -> usize {
+    let ports: std::collections::BTreeSet<u16> =
+        addrs.iter().filter_map(|a| a.trim_end_matches('/').rsplit(':').next()?.parse().ok()).collect();
+    assert!(!ports.is_empty(), "ports of {addrs:?}");
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(remote), Some(state)) = (cols.get(2), cols.get(3)) else { continue };
+            let port = remote.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if *state == "01" && port.is_some_and(|p| ports.contains(&p)) {
+                n += 1;
+            }
+        }
+    }
+    n
+}

@@ -41,7 +41,8 @@ pub fn capture_logs() {
     });
 }
 
-fn captured_logs() -> String {
+/// Everything captured since [`capture_logs`], as JSON lines.
+pub fn captured_logs() -> String {
     LOGS.get().and_then(|b| b.lock().ok().map(|l| String::from_utf8_lossy(&l).into_owned())).unwrap_or_default()
 }
 

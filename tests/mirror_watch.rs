@@ -1,0 +1,208 @@
+//! Consul → Kubernetes over HTTP/2, against a real TLS Consul (3 servers, HTTPS only) and
+//! a real API server: each mirrored service has a blocking query of its own, so a change
+//! the checks do not show (an address or a port, nothing else) reaches the EndpointSlice
+//! by itself, with anti-entropy 10 minutes away and no catalog rescan in this mode; and
+//! 400 services (more than Go's 250 streams on one connection, more than Consul's 200
+//! connections per client) are watched over a few connections with no `429`.
+mod support;
+
+use concord::consul::{self, CheckStatus, HealthCheck, NodeService, QueryOptions};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use support::{eventually, install_crds, start_controller};
+
+/// Generous: the change comes from a blocking query that Consul wakes at once. What
+/// it rules out is the anti-entropy pass (10 minutes); the rescan of HTTP/1.1 mode does
+/// not run over HTTP/2 (the log line checked below says which mode ran).
+const CHANGE: Duration = Duration::from_secs(30);
+const MODE_LINE: &str = "one blocking query per mirrored service";
+
+/// A DiscoveryCluster `consul` in `ns` for `cluster` (its CA from a Secret), mirroring
+/// Consul into Kubernetes with anti-entropy every 10 minutes.
+async fn mirror(kube: &kube::Client, ns: &str, cluster: &testenv::ConsulCluster) {
+    let mut spec = json!({
+        "external": { "address": cluster.http_addrs().join(",") },
+        "sync": { "toKubernetes": { "enabled": true }, "antiEntropyInterval": "10m" },
+    });
+    spec["external"]["caSecretRef"] = support::ca_secret_ref(kube, ns, cluster).await.expect("a TLS cluster");
+    let dc = json!({
+        "apiVersion": "concord.io/v1alpha1", "kind": "DiscoveryCluster",
+        "metadata": { "name": "consul", "namespace": ns }, "spec": spec,
+    });
+    Api::<concord::resources::DiscoveryCluster>::namespaced(kube.clone(), ns)
+        .patch("consul", &PatchParams::apply("concord-test").force(), &Patch::Apply(&dc))
+        .await
+        .expect("DiscoveryCluster");
+}
+
+/// One instance of `service` on `node`, with a passing check of its own.
+fn instance(node: &str, service: &str, addr: &str, port: u16) -> [consul::TxnOp; 2] {
+    let id = format!("{service}-{node}");
+    let check = HealthCheck {
+        node: node.into(),
+        check_id: format!("{id}-alive"),
+        name: "alive".into(),
+        status: CheckStatus::Passing,
+        service_id: id.clone(),
+        ..Default::default()
+    };
+    let service = NodeService { id, service: service.into(), address: addr.into(), port, ..Default::default() };
+    [consul::TxnOp::ServiceSet { node: node.into(), service }, consul::TxnOp::CheckSet(check)]
+}
+
+fn node(name: &str, addr: &str) -> consul::TxnOp {
+    consul::TxnOp::NodeSet(consul::Node { node: name.into(), address: addr.into(), ..Default::default() })
+}
+
+async fn commit(c: &consul::Client, ops: &[consul::TxnOp]) {
+    let outcome = c.txn_chunked(ops).await.expect("txn");
+    assert!(matches!(outcome, consul::TxnOutcome::Committed(_)), "{outcome:?}");
+}
+
+/// (address, port) of every endpoint of Service `service`'s EndpointSlices, sorted.
+async fn endpoints(slices: &Api<EndpointSlice>, service: &str) -> Option<Vec<(String, i32)>> {
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+    let mut out: Vec<(String, i32)> = Vec::new();
+    for s in slices.list(&lp).await.ok()?.items {
+        let port = s.ports.iter().flatten().find_map(|p| p.port).unwrap_or_default();
+        out.extend(s.endpoints.iter().flat_map(|e| e.addresses.clone()).map(|a| (a, port)));
+    }
+    out.sort();
+    Some(out)
+}
+
+/// The check's index of `service`'s first instance: unchanged means the check watch of
+/// HTTP/1.1 mode could not have seen the change.
+async fn check_index(c: &consul::Client, service: &str) -> Option<u64> {
+    let entries = c.health_service(service, &[], false, &QueryOptions::default()).await.ok()?.value;
+    entries.first().and_then(|e| e.checks.iter().find(|c| !c.service_id.is_empty())).map(|c| c.modify_index.0)
+}
+
+/// Log lines of this process that say a Consul request was refused for too many
+/// connections.
+fn too_many_requests() -> Vec<String> {
+    support::sweep::captured_logs()
+        .lines()
+        .filter(|l| l.contains("429") && l.contains("Too Many Requests"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_or_port_change_alone_reaches_the_slice_over_http2() {
+    support::sweep::capture_logs();
+    let consul_env = testenv::shared_consul_tls().await;
+    let c = consul::Client::new(support::consul_config(consul_env)).expect("client");
+    // The client takes HTTP/2 from Consul's HTTPS listener (ALPN).
+    assert_eq!(c.http_version().await.expect("version"), reqwest::Version::HTTP_2);
+    let kube_env = testenv::shared_kube().await;
+    let kube = kube_env.client().await;
+    install_crds(&kube).await;
+    let ns = kube_env.create_namespace("mirror-h2").await;
+    let name = format!("moving-{ns}");
+    let vm = format!("vm-{ns}");
+    let mut ops = vec![node(&vm, "10.23.0.100")];
+    ops.extend(instance(&vm, &name, "10.23.0.1", 8080));
+    commit(&c, &ops).await;
+    mirror(&kube, &ns, consul_env).await;
+    let _controller = start_controller(kube.clone(), &ns, &[]).await;
+    let slices = Api::<EndpointSlice>::namespaced(kube.clone(), &ns);
+    let at = |addr: &str, port: i32| vec![(addr.to_string(), port)];
+    eventually("mirrored at its first address", Duration::from_secs(60), || async {
+        endpoints(&slices, &name).await.filter(|e| *e == at("10.23.0.1", 8080))
+    })
+    .await;
+    assert!(support::sweep::captured_logs().contains(MODE_LINE), "the sync watches per service over HTTP/2");
+
+    // Address only: the instance re-registered elsewhere, its check untouched.
+    let before = check_index(&c, &name).await;
+    assert!(before.is_some());
+    commit(&c, &instance(&vm, &name, "10.23.0.2", 8080)[..1]).await;
+    assert_eq!(check_index(&c, &name).await, before, "the check did not change");
+    eventually("the new address in the slice", CHANGE, || async {
+        endpoints(&slices, &name).await.filter(|e| *e == at("10.23.0.2", 8080))
+    })
+    .await;
+
+    // Port only.
+    commit(&c, &instance(&vm, &name, "10.23.0.2", 9090)[..1]).await;
+    assert_eq!(check_index(&c, &name).await, before, "the check did not change");
+    eventually("the new port in the slice", CHANGE, || async {
+        endpoints(&slices, &name).await.filter(|e| *e == at("10.23.0.2", 9090))
+    })
+    .await;
+    assert_eq!(too_many_requests(), Vec::<String>::new());
+    c.catalog_deregister(&consul::CatalogDeregistration { node: vm, ..Default::default() }).await.expect("cleanup");
+}
+
+/// 400 services: 400 blocking queries would be 400 connections over HTTP/1.1 (Consul
+/// refuses a client more than 200) and more streams than one HTTP/2 connection carries
+/// (250). Spread over pools of 200, every one of them is live: an address-only change
+/// to all 400 reaches all 400 slices, with no `429` on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_hundred_services_are_watched_one_query_each_over_a_few_connections() {
+    const SERVICES: usize = 400;
+    const NODES: usize = 10;
+    support::sweep::capture_logs();
+    // A cluster of its own: only this process talks to it, so its connections count.
+    let opts = testenv::ConsulOptions { tls: true, ..Default::default() };
+    let consul_env = testenv::ConsulCluster::start(opts).await.expect("TLS Consul");
+    let c = consul::Client::new(support::consul_config(&consul_env)).expect("client");
+    let kube_env = testenv::shared_kube().await;
+    let kube = kube_env.client().await;
+    install_crds(&kube).await;
+    let ns = kube_env.create_namespace("mirror-h2-many").await;
+
+    let addr = |i: usize, round: usize| format!("10.{}.{}.{}", 50 + round, i / 200, i % 200 + 1);
+    let vm = |i: usize| format!("vm-many-{}", i % NODES);
+    let register = |round: usize, with_checks: bool| -> Vec<consul::TxnOp> {
+        let mut ops: Vec<consul::TxnOp> = Vec::new();
+        for i in 0..SERVICES {
+            let [service, check] = instance(&vm(i), &format!("many-{i}"), &addr(i, round), 8000);
+            ops.push(service);
+            if with_checks {
+                ops.push(check);
+            }
+        }
+        ops
+    };
+    let mut ops: Vec<consul::TxnOp> = (0..NODES).map(|n| node(&vm(n), &format!("10.49.0.{n}"))).collect();
+    ops.extend(register(0, true));
+    commit(&c, &ops).await;
+    mirror(&kube, &ns, &consul_env).await;
+    let _controller = start_controller(kube.clone(), &ns, &[]).await;
+
+    let services = Api::<Service>::namespaced(kube.clone(), &ns);
+    let slices = Api::<EndpointSlice>::namespaced(kube.clone(), &ns);
+    let mirrored = ListParams::default().labels(&format!("concord.io/sync-identity={ns}-consul"));
+    let addresses = || async {
+        let list = slices.list(&mirrored).await.ok()?;
+        Some(list.items.iter().flat_map(|s| s.endpoints.iter()).flat_map(|e| e.addresses.clone()).collect::<BTreeSet<_>>())
+    };
+    let round = |r: usize| (0..SERVICES).map(|i| addr(i, r)).collect::<BTreeSet<_>>();
+    eventually("all 400 mirrored", Duration::from_secs(120), || async {
+        let n = services.list_metadata(&mirrored).await.ok()?.items.len();
+        (n == SERVICES && addresses().await? == round(0)).then_some(())
+    })
+    .await;
+
+    // Every service moves, checks untouched: only its own blocking query can tell.
+    let before = check_index(&c, "many-399").await;
+    commit(&c, &register(1, false)).await;
+    assert_eq!(check_index(&c, "many-399").await, before, "the checks did not change");
+    eventually("all 400 at their new addresses", Duration::from_secs(60), || async {
+        (addresses().await? == round(1)).then_some(())
+    })
+    .await;
+    assert!(support::sweep::captured_logs().contains(MODE_LINE), "the sync watches per service over HTTP/2");
+    assert_eq!(too_many_requests(), Vec::<String>::new());
+
+    // Two pools of 200 watches (each one connection), the catalog watch's connection,
+    // this test's own: a handful, nowhere near one per service.
+    let open = support::consul_connections(&consul_env.http_addrs());
+    assert!((3..=12).contains(&open), "{open} connections to Consul for {SERVICES} watched services");
+}
