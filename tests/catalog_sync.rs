@@ -600,7 +600,8 @@ async fn instances_on_an_old_layout_node_move_to_their_nodes_without_a_gap() {
 }
 
 /// An address change in Consul that leaves the checks alone (an agent re-registering its
-/// service elsewhere): neither watch says which service changed, so after such a change
+/// service elsewhere), over plain HTTP (HTTP/1.1; over HTTPS see tests/mirror_watch.rs):
+/// neither watch says which service changed, so after such a change
 /// the sync re-reads every mirrored service, at most every 15 s — long before the
 /// anti-entropy pass (10 minutes here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

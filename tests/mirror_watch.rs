@@ -324,3 +324,23 @@ async fn measure_address_changes_and_consul_cpu_at_1000_services() {
         controller.stop().await;
     }
 }
+
+/// A connection pool of its own (what each 200 watches get) keeps what the first was
+/// built with: the CA and the TLS server name (servers reached by IP, checked against
+/// `server.dc1.consul`); a CA that did not sign the servers stays refused there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_of_its_own_keeps_the_ca_and_the_tls_server_name() {
+    let consul_env = testenv::shared_consul_tls().await;
+    let named = support::consul_config(consul_env).tls_server_name("server.dc1.consul");
+    let own = consul::Client::new(named).expect("client").with_own_connections().expect("own pool");
+    assert_eq!(own.http_version().await.expect("version"), reqwest::Version::HTTP_2);
+    let wrong = support::consul_config(consul_env).tls_server_name("server.dc2.consul");
+    let own = consul::Client::new(wrong).expect("client").with_own_connections().expect("own pool");
+    let err = own.http_version().await.expect_err("a name the certificate does not carry");
+    assert!(err.is_tls_verify_failure(), "{err}");
+    let other = concord::cluster::tls::new_ca("elsewhere", "other", k8s_openapi::jiff::Timestamp::now()).expect("CA");
+    let untrusted = consul::ClientConfig::new(consul_env.http_addrs()).ca_pem(other.cert_pem.as_bytes().to_vec());
+    let own = consul::Client::new(untrusted).expect("client").with_own_connections().expect("own pool");
+    let err = own.http_version().await.expect_err("a CA that did not sign the servers");
+    assert!(err.is_tls_verify_failure(), "{err}");
+}
