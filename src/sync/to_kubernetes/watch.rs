@@ -42,8 +42,9 @@ use super::desired::{self, MirrorInstance};
 use crate::consul::{self, CheckStatus, Consistency, ConsulIndex, HealthCheck, QueryOptions, ServiceEntry};
 use crate::sync::ToKubernetesConfig;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -52,6 +53,9 @@ pub const PARALLEL_READS: usize = 8;
 /// Per-service blocking queries on one HTTP/2 connection: below Go's default of 250
 /// concurrent streams per connection, with room for the odd re-read.
 pub const SERVICES_PER_CONNECTION: usize = 200;
+/// Non-blocking reads in flight at once across the per-service watches (their first
+/// answers, and the first after a failure).
+pub const PARALLEL_FIRST_READS: usize = 32;
 /// How long one blocking query waits at most before it is re-sent.
 const BLOCKING_WAIT: Duration = Duration::from_secs(300);
 /// The least time between the starts of two queries of one watch. Consul answers a
@@ -235,10 +239,18 @@ async fn watch_checks(consul: consul::Client, tx: mpsc::Sender<Seen>) {
 }
 
 /// Watches one service's instances with a blocking query of its own (`?stale`: see the
-/// module doc), sending them whenever the query's index moves.
-async fn watch_service(consul: consul::Client, name: String, tx: mpsc::Sender<Seen>) {
-    let (consul, service) = (&consul, name.as_str());
-    let query = move |opts: QueryOptions| async move { consul.health_service(service, &[], false, &opts).await };
+/// module doc), sending them whenever the query's index moves. Its non-blocking queries
+/// (the first, and the first after a failure) wait for one of `reads`, so that starting
+/// 10,000 watches, or all of them after Consul came back, is not 10,000 reads at once.
+async fn watch_service(consul: consul::Client, name: String, reads: Arc<Semaphore>, tx: mpsc::Sender<Seen>) {
+    let (consul, service, reads) = (&consul, name.as_str(), &reads);
+    let query = move |opts: QueryOptions| async move {
+        let _permit = match opts.is_blocking() {
+            true => None,
+            false => reads.acquire().await.ok(),
+        };
+        consul.health_service(service, &[], false, &opts).await
+    };
     let answer = |moved: bool, entries: Vec<ServiceEntry>| moved.then(|| Seen::Service(name.clone(), entries));
     blocking_loop("service", None, Consistency::Stale, query, answer, tx).await;
 }
@@ -252,11 +264,14 @@ struct ServiceWatches {
     /// Service → (its pool, its task).
     watching: HashMap<String, (usize, tokio::task::AbortHandle)>,
     tasks: JoinSet<()>,
+    /// Non-blocking queries in flight across the watches, at most [`PARALLEL_FIRST_READS`].
+    reads: Arc<Semaphore>,
 }
 
 impl ServiceWatches {
     fn new(consul: consul::Client) -> Self {
-        Self { consul, pools: Vec::new(), watching: HashMap::new(), tasks: JoinSet::new() }
+        let reads = Arc::new(Semaphore::new(PARALLEL_FIRST_READS));
+        Self { consul, pools: Vec::new(), watching: HashMap::new(), tasks: JoinSet::new(), reads }
     }
 
     /// Watches exactly `names`: starts the new ones on the first pool with room (a new
@@ -289,7 +304,8 @@ impl ServiceWatches {
                 },
             };
             self.pools[pool].1 += 1;
-            let task = self.tasks.spawn(watch_service(self.pools[pool].0.clone(), name.clone(), tx.clone()));
+            let watch = watch_service(self.pools[pool].0.clone(), name.clone(), self.reads.clone(), tx.clone());
+            let task = self.tasks.spawn(watch);
             self.watching.insert(name.clone(), (pool, task));
         }
     }
