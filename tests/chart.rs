@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use support::{eventually, external_cluster, install_crds, start_controller};
+use support::{eventually, external_cluster, install_crds};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -382,8 +382,9 @@ async fn controller_does_its_job_with_exactly_the_charts_rbac_and_nothing_more()
 
     // The controller, as the ServiceAccount, with the chart's leader election flags.
     let lease_name = "concord-controller";
-    let controller = start_controller(
+    let controller = support::start_controller_swept_by(
         as_sa.clone(),
+        admin.clone(),
         &ns,
         &["--leader-election", "--lease-namespace", &ns, "--lease-name", lease_name, "--lease-duration", "3s"],
     )
