@@ -385,6 +385,13 @@ async fn gateways_and_jwt_providers_need_every_service_granted() {
     // With `*`, the same objects land.
     let grant = json!({ "spec": { "tenancy": { "intentionDestinations": ["*"] } } });
     clusters.patch("consul", &PatchParams::default(), &Patch::Merge(&grant)).await.expect("grant");
+    // A refused object is retried after its resync (5 min); a touch retries it now.
+    let touch = json!({ "metadata": { "annotations": { "test/touch": "1" } } });
+    for (kind, name) in
+        [("JWTProvider", env.svc("okta")), ("IngressGateway", gw.clone()), ("TerminatingGateway", gw.clone())]
+    {
+        env.api(kind).patch(&name, &PatchParams::default(), &Patch::Merge(&touch)).await.expect("touch");
+    }
     env.synced("JWTProvider", &env.svc("okta"), "True", "Synced").await;
     env.delete("JWTProvider", &env.svc("okta")).await;
     env.delete("IngressGateway", &gw).await;
