@@ -256,6 +256,7 @@ async fn gateways_and_jwt_providers_create_update_revert_drift_and_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_keep_the_last_good_entry_and_quote_consul() {
+    support::sweep::capture_logs();
     let env = support::external_env(testenv::shared_consul().await, None, "gw-refuse").await;
     let (db, web, gw) = (env.svc("db"), env.svc("web"), env.svc("gw"));
 
@@ -316,6 +317,10 @@ async fn refusals_keep_the_last_good_entry_and_quote_consul() {
     for (kind, name) in [("TerminatingGateway", &gw), ("JWTProvider", &okta), ("ServiceDefaults", &web)] {
         env.delete(kind, name).await;
     }
+    // The inline key set is public, but concord has no reason to repeat it: not in logs,
+    // Events or any status.
+    let inline = support::sweep::Known { what: "inline JWKS".into(), value: jwks() };
+    support::sweep::assert_no_leaks(&env.kube, &env.ns, &[inline]).await;
     env.controller.stop().await;
 }
 
