@@ -357,6 +357,30 @@ async fn import_adopts_unmanaged_gateways_and_jwt_providers() {
     assert_eq!(okta.data["spec"]["jsonWebKeySet"]["local"]["jwks"], json!(jwks()));
     let entry = env.entry("IngressGateway", "ingress").await.expect("entry");
     assert_fields(&entry, &[("/Listeners/0/Services/0/Name", json!("db"))]);
+
+    // What `kubectl get` prints: the API server's table has each object's Synced status and reason.
+    for (kind, plural, name) in [
+        ("IngressGateway", "ingressgateways", "ingress"),
+        ("TerminatingGateway", "terminatinggateways", "egress"),
+        ("JWTProvider", "jwtproviders", "okta"),
+    ] {
+        let request = http::Request::get(format!("/apis/concord.io/v1alpha1/namespaces/{}/{plural}/{name}", env.ns))
+            .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+            .body(Vec::new())
+            .expect("request");
+        let table: Value = serde_json::from_str(&env.kube.request_text(request).await.expect("table")).expect("JSON");
+        let columns: Vec<&str> =
+            table["columnDefinitions"].as_array().expect("columns").iter().filter_map(|c| c["name"].as_str()).collect();
+        let cell = |column: &str| {
+            let i = columns
+                .iter()
+                .position(|c| *c == column)
+                .unwrap_or_else(|| panic!("{kind}: no {column} in {columns:?}"));
+            table["rows"][0]["cells"][i].clone()
+        };
+        assert_eq!(cell("Synced"), json!("True"), "{kind}: {table}");
+        assert_eq!(cell("Reason"), json!("Synced"), "{kind}: {table}");
+    }
     env.controller.stop().await;
 }
 
