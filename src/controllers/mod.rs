@@ -9,6 +9,7 @@ pub mod config_entry;
 pub mod config_template;
 pub mod consul_watch;
 pub mod discovery_cluster;
+pub mod import;
 pub mod kv_config;
 pub mod prepared_query;
 pub mod service_intention;
@@ -18,8 +19,8 @@ pub mod snapshot_schedule;
 pub use crate::context::watched_api;
 use crate::context::{Context, FIELD_MANAGER, Runner};
 use crate::resources::{
-    ExportedServices, Mesh, ProxyDefaults, ServiceDefaults, ServiceIntention, ServiceResolver, ServiceRouter,
-    ServiceSplitter,
+    ExportedServices, IngressGateway, JWTProvider, Mesh, ProxyDefaults, ServiceDefaults, ServiceIntention,
+    ServiceResolver, ServiceRouter, ServiceSplitter, TerminatingGateway,
 };
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -43,6 +44,9 @@ pub fn all() -> Vec<Runner> {
         config_entry::runner::<ProxyDefaults>(),
         config_entry::runner::<Mesh>(),
         config_entry::runner::<ExportedServices>(),
+        config_entry::runner::<IngressGateway>(),
+        config_entry::runner::<TerminatingGateway>(),
+        config_entry::runner::<JWTProvider>(),
         Runner { name: prepared_query::CONTROLLER, run: |ctx, stop| Box::pin(prepared_query::run(ctx, stop)) },
         Runner { name: config_template::CONTROLLER, run: |ctx, stop| Box::pin(config_template::run(ctx, stop)) },
         Runner { name: acl_policy::CONTROLLER, run: |ctx, stop| Box::pin(acl_policy::run(ctx, stop)) },
