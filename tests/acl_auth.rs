@@ -230,6 +230,16 @@ async fn rules_of(admin: &Client, method: &str) -> Vec<AclBindingRule> {
     admin.acl_binding_rules(method).await.unwrap_or_default()
 }
 
+/// Waits until the server at `addr` knows a token a login just made in its own state (a
+/// follower applies the login's Raft write shortly after the leader answered; a stale
+/// read is answered from local state, and says 403 "ACL not found" until then).
+async fn known(addr: &str, secret: &str) {
+    eventually("the login token known to the server", WAIT, || async {
+        (call(addr, secret, Method::GET, "/v1/catalog/services?stale", "").await.0 == 200).then_some(())
+    })
+    .await
+}
+
 fn register(service: &str) -> String {
     json!({ "Name": service, "Port": 80 }).to_string()
 }
@@ -285,8 +295,10 @@ async fn a_pod_logs_in_with_its_serviceaccount_token_and_gets_only_its_service_i
     let left = expires.duration_since(k8s_openapi::jiff::Timestamp::now()).as_secs();
     assert!((500..=600).contains(&left), "maxTokenTTL 10m: expires in {left}s");
     let secret = token["SecretID"].as_str().expect("secret").to_string();
+    known(&env.addr, &secret).await;
     // It can register its own service, not another, and reads no KV.
-    assert_eq!(call(&env.addr, &secret, Method::PUT, "/v1/agent/service/register", &register("web")).await.0, 200);
+    let own = call(&env.addr, &secret, Method::PUT, "/v1/agent/service/register", &register("web")).await;
+    assert_eq!(own.0, 200, "{own:?}");
     assert_eq!(call(&env.addr, &secret, Method::PUT, "/v1/agent/service/register", &register("db")).await.0, 403);
     env.admin.kv_put("team/config", "x", &Default::default()).await.expect("kv");
     assert_eq!(call(&env.addr, &secret, Method::GET, "/v1/kv/team/config", "").await.0, 403);
@@ -324,6 +336,7 @@ async fn a_pod_logs_in_with_its_serviceaccount_token_and_gets_only_its_service_i
     assert_eq!(status, 200, "{api_token}");
     assert_eq!(api_token["Roles"][0]["Name"], "api", "{api_token}");
     let api_secret = api_token["SecretID"].as_str().expect("secret").to_string();
+    known(&env.addr, &api_secret).await;
     assert_eq!(call(&env.addr, &api_secret, Method::GET, "/v1/kv/team/config", "").await.0, 403);
     // Role update: add the policy; the logged-in token (which holds the role) reads KV.
     apply(&env, "ACLRole", "api", json!({ "serviceIdentities": [{ "serviceName": "api" }], "policies": ["kv-read"] }))
@@ -331,7 +344,10 @@ async fn a_pod_logs_in_with_its_serviceaccount_token_and_gets_only_its_service_i
     synced(&env, "ACLRole", "api", "True", "Synced").await;
     let held = env.admin.acl_role_read(&role_id).await.expect("read").expect("role");
     assert_eq!(held.policies.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), vec!["kv-read"]);
-    assert_eq!(call(&env.addr, &api_secret, Method::GET, "/v1/kv/team/config", "").await.0, 200);
+    eventually("the role's new policy reads KV", WAIT, || async {
+        (call(&env.addr, &api_secret, Method::GET, "/v1/kv/team/config", "").await.0 == 200).then_some(())
+    })
+    .await;
 
     // Drift, reverted: the role stripped by hand, the rule's selector widened by hand,
     // the method's TTL changed by hand.
@@ -343,9 +359,9 @@ async fn a_pod_logs_in_with_its_serviceaccount_token_and_gets_only_its_service_i
     env.admin.acl_binding_rule_update(&widened).await.expect("widened by hand");
     let mut longer = env.admin.acl_auth_method_read("pods").await.expect("read").expect("method");
     longer.max_token_ttl = Some("20m".into());
-    // Consul needs the reviewer token on update; the one it holds is not shown, so a
-    // hand edit that drops it is itself drift concord repairs.
-    let edited = env.admin.acl_auth_method_update(&longer).await;
+    // Consul shows the reviewer token to a management token, so a hand edit keeps it.
+    assert!(longer.config.service_account_jwt.as_ref().is_some_and(|t| !t.is_empty()));
+    env.admin.acl_auth_method_update(&longer).await.expect("method edited by hand");
     eventually("role drift reverted", WAIT, || async {
         let r = env.admin.acl_role_read(&role_id).await.ok()??;
         (r.policies.len() == 1 && r.service_identities.len() == 1).then_some(())
@@ -356,15 +372,14 @@ async fn a_pod_logs_in_with_its_serviceaccount_token_and_gets_only_its_service_i
         (r.selector == selector).then_some(())
     })
     .await;
-    if edited.is_ok() {
-        eventually("method drift reverted", WAIT, || async {
-            let m = env.admin.acl_auth_method_read("pods").await.ok()??;
-            (m.max_token_ttl.as_deref().and_then(|t| concord::resources::parse_duration(t).ok())
-                == Some(Duration::from_secs(600)))
-            .then_some(())
-        })
-        .await;
-    }
+    eventually("method drift reverted", WAIT, || async {
+        let m = env.admin.acl_auth_method_read("pods").await.ok()??;
+        (m.max_token_ttl.as_deref().and_then(|t| concord::resources::parse_duration(t).ok())
+            == Some(Duration::from_secs(600)))
+        .then_some(())
+    })
+    .await;
+    support::event(&env.kube, &env.ns, "pods", "DriftReverted", false).await;
     support::event(&env.kube, &env.ns, "api", "DriftReverted", false).await;
     // Login still works after the reverts (the reviewer token is in place).
     assert_eq!(login(&env.addr, "pods", &jwt).await.0, 200);
