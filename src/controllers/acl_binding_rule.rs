@@ -231,12 +231,29 @@ async fn cleanup(b: Arc<ACLBindingRule>, ctx: &Context) -> Result<Action, Error>
         }
         Err(e) => return Err(e.into()),
     };
-    let Some(id) = b.status.as_ref().and_then(|s| s.rule_id.clone()) else { return Ok(Action::await_change()) };
-    if let Some(existing) = cluster.consul.acl_binding_rule_read(&id).await.map_err(Error::Consul)?
-        && existing.description.ends_with(&ownership_mark(&ns, &b.name_any()))
+    let mark = ownership_mark(&ns, &b.name_any());
+    let mut found = match b.status.as_ref().and_then(|s| s.rule_id.as_deref()) {
+        Some(id) => cluster.consul.acl_binding_rule_read(id).await.map_err(Error::Consul)?,
+        None => None,
+    };
+    if found.is_none() {
+        // No ID recorded (e.g. the status write after a create failed): look for the mark
+        // among the rules of the method the object names, if that method is still ours.
+        if let Ok(Ok(method)) = owned_method(ctx, &cluster, &b).await {
+            found = cluster
+                .consul
+                .acl_binding_rules(&method)
+                .await
+                .map_err(Error::Consul)?
+                .into_iter()
+                .find(|r| r.description.ends_with(&mark));
+        }
+    }
+    if let Some(existing) = found
+        && existing.description.ends_with(&mark)
     {
-        match cluster.consul.acl_binding_rule_delete(&id).await {
-            Ok(()) => tracing::info!(rule = %id, "deleted ACL binding rule"),
+        match cluster.consul.acl_binding_rule_delete(&existing.id).await {
+            Ok(()) => tracing::info!(rule = %existing.id, "deleted ACL binding rule"),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(Error::Consul(e)),
         }
