@@ -405,6 +405,16 @@ async fn a_pod_logs_in_with_its_serviceaccount_token_and_gets_only_its_service_i
         .expect("expiry");
     assert!((200..=300).contains(&left), "maxTokenTTL 5m: expires in {left}s");
 
+    // The reviewer token concord wrote into Consul (shown to a management token there).
+    let reviewer_jwt = env
+        .admin
+        .acl_auth_method_read("pods")
+        .await
+        .expect("read")
+        .and_then(|m| m.config.service_account_jwt)
+        .expect("the method holds a reviewer token");
+    assert!(reviewer_jwt.expose_secret().starts_with("ey"), "a JWT");
+
     // Delete: each object takes its Consul object with it.
     delete(&env, "ACLBindingRule", "api").await;
     assert!(rules_of(&env.admin, "pods").await.iter().all(|r| r.bind_type != "role"));
@@ -420,6 +430,7 @@ async fn a_pod_logs_in_with_its_serviceaccount_token_and_gets_only_its_service_i
         support::sweep::Known { what: "the management token".into(), value: env.management.clone() },
         support::sweep::Known { what: "a login token".into(), value: secret },
         support::sweep::Known { what: "the pod's JWT".into(), value: jwt },
+        support::sweep::Known { what: "the reviewer token".into(), value: reviewer_jwt.expose_secret().to_string() },
     ];
     support::sweep::assert_no_leaks(&env.kube, &env.ns, &known).await;
 }

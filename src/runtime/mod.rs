@@ -197,3 +197,20 @@ where
 async fn wait_stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stopped| *stopped).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_certificates_become_a_pem_bundle_consul_can_parse() {
+        let der: Vec<u8> = (0u8..100).collect();
+        let pem = pem_bundle(&[der.clone(), vec![1, 2, 3]]);
+        assert_eq!(pem.matches("-----BEGIN CERTIFICATE-----\n").count(), 2);
+        assert!(pem.ends_with("-----END CERTIFICATE-----\n"), "every line ends with a newline");
+        let first: String = pem.lines().skip(1).take_while(|l| !l.starts_with("-----")).collect();
+        use base64::Engine;
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(first).expect("base64"), der);
+        assert!(pem.lines().all(|l| l.len() <= 64), "lines of at most 64 characters");
+    }
+}
