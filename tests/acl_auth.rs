@@ -414,6 +414,30 @@ async fn a_pod_logs_in_with_its_serviceaccount_token_and_gets_only_its_service_i
         .and_then(|m| m.config.service_account_jwt)
         .expect("the method holds a reviewer token");
     assert!(reviewer_jwt.expose_secret().starts_with("ey"), "a JWT");
+    // Renewal: the recorded expiry says two thirds of the reviewer token's life have
+    // passed (as after 40 minutes); concord writes a new token into Consul, records
+    // its expiry and says so. Login keeps working.
+    let soon = k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
+    Api::<ACLAuthMethod>::namespaced(env.kube.clone(), &env.ns)
+        .patch_status(
+            "pods",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "reviewerTokenExpirationTime": soon.to_string() } })),
+        )
+        .await
+        .expect("status patched");
+    support::event(&env.kube, &env.ns, "pods", "ReviewerTokenRenewed", false).await;
+    let renewed = eventually("a new reviewer token in Consul", WAIT, || async {
+        let m = env.admin.acl_auth_method_read("pods").await.ok()??;
+        m.config.service_account_jwt.filter(|t| t != &reviewer_jwt)
+    })
+    .await;
+    let status = get(&env, "ACLAuthMethod", "pods").await.expect("method");
+    let expiry: k8s_openapi::jiff::Timestamp =
+        status["status"]["reviewerTokenExpirationTime"].as_str().expect("expiry").parse().expect("time");
+    let left = expiry.duration_since(k8s_openapi::jiff::Timestamp::now()).as_secs();
+    assert!((3000..=3600).contains(&left), "a fresh hour: {left}s");
+    assert_eq!(login(&env.addr, "pods", &jwt).await.0, 200, "login with the renewed reviewer");
 
     // Delete: each object takes its Consul object with it.
     delete(&env, "ACLBindingRule", "api").await;
@@ -431,6 +455,7 @@ async fn a_pod_logs_in_with_its_serviceaccount_token_and_gets_only_its_service_i
         support::sweep::Known { what: "a login token".into(), value: secret },
         support::sweep::Known { what: "the pod's JWT".into(), value: jwt },
         support::sweep::Known { what: "the reviewer token".into(), value: reviewer_jwt.expose_secret().to_string() },
+        support::sweep::Known { what: "the renewed reviewer token".into(), value: renewed.expose_secret().to_string() },
     ];
     support::sweep::assert_no_leaks(&env.kube, &env.ns, &known).await;
 }
