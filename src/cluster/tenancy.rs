@@ -13,6 +13,11 @@
 //! - Management-equivalent ACLs are refused whatever the lists say, unless
 //!   `policies` names `global-management` exactly: the policy `global-management`, and
 //!   any policy whose rules grant `acl = "write"` (it can mint any token).
+//! - Workload login: an auth method is cluster-wide in Consul and accepts any
+//!   ServiceAccount of the cluster, so the boundary is the binding rules. Every rule
+//!   concord writes holds `serviceaccount.namespace=="<ns>"` ([`namespaced_selector`]);
+//!   a templated bind name lets the ServiceAccount pick the identity, so it needs every
+//!   name granted. Node identities are new, so an unset `nodeIdentities` grants none.
 use crate::resources::{DiscoveryCluster, TenancySpec};
 
 /// Consul's built-in management policy.

@@ -73,8 +73,8 @@ pub struct DiscoveryClusterSpec {
     /// Connect to an existing Consul instead of running one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalSpec>,
-    /// What the concord objects of this namespace (KVConfig, ACLToken, ACLPolicy,
-    /// ServiceIntention, ConfigTemplate, ConsulSnapshot) may do in this Consul; see
+    /// What the concord objects of this namespace (KVConfig, ACLToken, ACLPolicy, ACLRole,
+    /// ACLBindingRule, ServiceIntention, ConfigTemplate, ConsulSnapshot) may do in this Consul; see
     /// docs/security.md. Management-equivalent ACLs are refused unless granted here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenancy: Option<TenancySpec>,
@@ -122,13 +122,14 @@ pub struct TenancySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub kv_prefixes: Option<Vec<String>>,
-    /// Consul policy names ACLTokens may carry and ACLPolicies may create.
+    /// Consul policy names ACLTokens and ACLRoles may carry and ACLPolicies may create.
     /// `global-management`, and any policy whose rules hold `acl = "write"`, are allowed
     /// only when this lists `global-management` by exact name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub policies: Option<Vec<String>>,
-    /// Service names ACLTokens may carry as service identities.
+    /// Service names ACLTokens and ACLRoles may carry as service identities, and
+    /// ACLBindingRules may bind (a templated bind name needs every service: unset or `*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub service_identities: Option<Vec<String>>,
