@@ -24,6 +24,9 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         ConfigTemplate::crd(),
         ACLPolicy::crd(),
         ACLToken::crd(),
+        ACLRole::crd(),
+        ACLAuthMethod::crd(),
+        ACLBindingRule::crd(),
         ConsulSnapshot::crd(),
     ]
 }

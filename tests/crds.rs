@@ -196,6 +196,37 @@ fn invalid_objects() -> Vec<Invalid> {
             &["spec.expirationTTL"],
         ),
         invalid(
+            "empty role",
+            "ACLRole",
+            json!({}),
+            &["spec", "at least one policy, service identity or node identity"],
+        ),
+        invalid(
+            "bad role service identity",
+            "ACLRole",
+            json!({"serviceIdentities": [{"serviceName": "Web_1"}]}),
+            &["spec.serviceIdentities[0].serviceName"],
+        ),
+        invalid("method ttl not a duration", "ACLAuthMethod", json!({"maxTokenTTL": "1 hour"}), &["spec.maxTokenTTL"]),
+        invalid(
+            "unknown token locality",
+            "ACLAuthMethod",
+            json!({"tokenLocality": "everywhere"}),
+            &["spec.tokenLocality"],
+        ),
+        invalid(
+            "unknown bind type",
+            "ACLBindingRule",
+            json!({"authMethodRef": "pods", "bindType": "policy", "bindName": "x"}),
+            &["spec.bindType"],
+        ),
+        invalid(
+            "method in another namespace",
+            "ACLBindingRule",
+            json!({"authMethodRef": "other/pods", "bindType": "service", "bindName": "web"}),
+            &["spec.authMethodRef"],
+        ),
+        invalid(
             "unknown protocol",
             "ServiceDefaults",
             json!({"protocol": "udp"}),

@@ -1,8 +1,12 @@
 //! One module per controller. Each follows the same steps: read inputs → compute the
 //! desired state (pure) → diff with what exists → apply → write status conditions with
 //! observedGeneration. Helpers every controller uses live here.
+pub mod acl_auth_method;
+pub mod acl_binding_rule;
 pub mod acl_bootstrap;
+mod acl_object;
 pub mod acl_policy;
+pub mod acl_role;
 pub mod acl_token;
 pub mod catalog_sync;
 pub mod config_entry;
@@ -51,6 +55,9 @@ pub fn all() -> Vec<Runner> {
         Runner { name: config_template::CONTROLLER, run: |ctx, stop| Box::pin(config_template::run(ctx, stop)) },
         Runner { name: acl_policy::CONTROLLER, run: |ctx, stop| Box::pin(acl_policy::run(ctx, stop)) },
         Runner { name: acl_token::CONTROLLER, run: |ctx, stop| Box::pin(acl_token::run(ctx, stop)) },
+        Runner { name: acl_role::CONTROLLER, run: |ctx, stop| Box::pin(acl_role::run(ctx, stop)) },
+        Runner { name: acl_auth_method::CONTROLLER, run: |ctx, stop| Box::pin(acl_auth_method::run(ctx, stop)) },
+        Runner { name: acl_binding_rule::CONTROLLER, run: |ctx, stop| Box::pin(acl_binding_rule::run(ctx, stop)) },
         Runner { name: snapshot::CONTROLLER, run: |ctx, stop| Box::pin(snapshot::run(ctx, stop)) },
         Runner { name: snapshot_schedule::CONTROLLER, run: |ctx, stop| Box::pin(snapshot_schedule::run(ctx, stop)) },
     ]
