@@ -98,11 +98,14 @@ enum Purpose {
     AclAdmin,
 }
 
+/// A cached client: the cluster's namespace and name, and the token's purpose.
+type ClientKey = (String, String, Purpose);
+
 /// Consul clients per cluster and purpose, keyed by a fingerprint of what the client was
 /// built from.
 #[derive(Default)]
 pub struct ClusterCache {
-    clients: Mutex<HashMap<(String, String, Purpose), (u64, consul::Client)>>,
+    clients: Mutex<HashMap<ClientKey, (u64, consul::Client)>>,
     /// Clients with each namespace's derived token (`tenant_token`).
     tenants: Mutex<HashMap<(String, String), (u64, consul::Client)>>,
     /// `--consul-address`: where to reach managed clusters instead of their client Service.
