@@ -207,6 +207,7 @@ async fn floor(c: &consul::Client, ns: &str, services: usize, endpoints: usize, 
         allow_namespaces: Default::default(),
         deny_namespaces: Default::default(),
         anti_entropy: Duration::from_secs(300),
+        actor: concord::context::Actor::Controller,
     };
     let instances = |i: usize, not_ready: Option<usize>| {
         let svc: Service = serde_json::from_value(service_json(ns, i)).expect("service");

@@ -50,6 +50,7 @@ pub fn annotations(data: &[u8]) {
         allow_namespaces: Default::default(),
         deny_namespaces: Default::default(),
         anti_entropy: Duration::from_secs(60),
+        actor: concord::context::Actor::Controller,
     };
     let ty = match f[3].trim() {
         "ExternalName" | "e" => "ExternalName",

@@ -205,3 +205,133 @@ async fn a_service_account_of_another_namespace_cannot_be_named() {
         assert!(err.to_string().contains("serviceAccountName"), "names the field for {borrowed}: {err}");
     }
 }
+
+/// The DiscoveryCluster's sync status, as the controller last wrote it.
+async fn sync_forbidden(t: &Tenant) -> Option<Vec<String>> {
+    let dc = t.concord_api("DiscoveryCluster").get("consul").await.ok()?;
+    let lines = dc.data.pointer("/status/sync/forbidden")?.as_array()?.clone();
+    Some(lines.into_iter().filter_map(|l| l.as_str().map(str::to_string)).collect())
+}
+
+/// Grants the ServiceAccount `verbs` on Services and EndpointSlices in `namespace`
+/// (that namespace's owner does it; the subject is the tenant's ServiceAccount).
+async fn grant_services(t: &Tenant, namespace: &str, verbs: &[&str]) {
+    let rules = json!([{ "apiGroups": [""], "resources": ["services"], "verbs": verbs },
+                       { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": verbs }]);
+    let role = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                       "metadata": { "name": "sync-services", "namespace": namespace }, "rules": rules });
+    let binding = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": { "name": "sync-services", "namespace": namespace },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "sync-services" },
+        "subjects": [{ "kind": "ServiceAccount", "name": SA, "namespace": t.ns }] });
+    let pp = PatchParams::apply("owner").force();
+    Api::<Role>::namespaced(t.kube.clone(), namespace)
+        .patch("sync-services", &pp, &Patch::Apply(&role))
+        .await
+        .expect("Role");
+    Api::<RoleBinding>::namespaced(t.kube.clone(), namespace)
+        .patch("sync-services", &pp, &Patch::Apply(&binding))
+        .await
+        .expect("RoleBinding");
+}
+
+/// Attack: the owner of a DiscoveryCluster mirrors Consul services into a namespace they
+/// may not write (`toKubernetes.targetNamespace`), through the controller's rights. With
+/// `spec.sync.serviceAccountName` the Services are written as that ServiceAccount: the
+/// target namespace refuses, the cluster reports it (`status.sync.forbidden`, a
+/// `Forbidden` Event) and nothing is created there, until the target's owner grants it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrored_services_are_written_with_the_syncs_service_account_rights_only() {
+    let t = tenant("imp-mirror", &[]).await;
+    let kube_env = testenv::shared_kube().await;
+    let target = kube_env.create_namespace("imp-mirror-to").await;
+    let consul = testenv::shared_consul().await;
+    let name = format!("vm-{}", t.ns);
+    t.consul
+        .catalog_register(&concord::consul::CatalogRegistration {
+            node: format!("node-{name}"),
+            address: "10.77.0.1".into(),
+            service: Some(concord::consul::NodeService {
+                id: name.clone(),
+                service: name.clone(),
+                address: "10.77.0.1".into(),
+                port: 8080,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("register");
+    let sync = json!({ "serviceAccountName": SA, "antiEntropyInterval": "2s",
+                       "toKubernetes": { "enabled": true, "targetNamespace": target } });
+    support::external_cluster(&t.kube, &t.ns, &consul.http_addrs(), Some(sync)).await;
+
+    let lines = eventually("status.sync.forbidden names the target namespace", WAIT, || async {
+        sync_forbidden(&t).await.filter(|l| l.iter().any(|l| l.starts_with(&format!("toKubernetes {target}:"))))
+    })
+    .await;
+    let line = lines.join("\n");
+    assert!(line.contains(&format!("ServiceAccount {}/{SA}", t.ns)), "names whose rights were used: {line}");
+    assert!(line.contains(&format!("system:serviceaccount:{}:{SA}", t.ns)), "the API server's words: {line}");
+    t.warned("consul", "Forbidden").await;
+    let mirrored: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(t.kube.clone(), &target);
+    let identity = format!("concord.io/sync-identity={}-consul", t.ns);
+    let listed = mirrored.list_metadata(&kube::api::ListParams::default().labels(&identity)).await.expect("list");
+    assert!(listed.items.is_empty(), "nothing was written into {target}");
+
+    grant_services(&t, &target, &["get", "list", "watch", "create", "update", "patch", "delete"]).await;
+    eventually(&format!("Service {name} mirrored into {target}"), Duration::from_secs(60), || async {
+        mirrored.get_opt(&name).await.ok().flatten()
+    })
+    .await;
+    eventually("status.sync.forbidden cleared", WAIT, || async {
+        sync_forbidden(&t).await.filter(|l| l.iter().all(|l| !l.starts_with("toKubernetes ")))
+    })
+    .await;
+    t.consul
+        .catalog_deregister(&concord::consul::CatalogDeregistration {
+            node: format!("node-{name}"),
+            ..Default::default()
+        })
+        .await
+        .expect("deregister");
+}
+
+/// Attack: the owner of a DiscoveryCluster publishes into Consul the Services and
+/// endpoint addresses of a namespace whose Services they may not list. With
+/// `spec.sync.serviceAccountName`, `toConsul` publishes a namespace only while that
+/// ServiceAccount may list its Services and EndpointSlices (a request made as it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_consul_publishes_only_namespaces_the_syncs_service_account_may_list() {
+    let t = tenant("imp-pub", &[]).await;
+    let consul = testenv::shared_consul().await;
+    let name = format!("pub-{}", t.ns);
+    support::service(&t.kube, &t.ns, &name, 80, json!({})).await;
+    support::slice(&t.kube, &t.ns, &name, 80, &[("10.78.0.1", true)]).await;
+    let sync = json!({ "serviceAccountName": SA, "antiEntropyInterval": "2s",
+                       "toConsul": { "enabled": true, "defaultSync": true } });
+    support::external_cluster(&t.kube, &t.ns, &consul.http_addrs(), Some(sync)).await;
+
+    let lines = eventually("status.sync.forbidden names the namespace", WAIT, || async {
+        sync_forbidden(&t).await.filter(|l| l.iter().any(|l| l.starts_with(&format!("toConsul {}:", t.ns))))
+    })
+    .await;
+    let line = lines.join("\n");
+    assert!(line.contains(&format!("ServiceAccount {}/{SA}", t.ns)), "{line}");
+    t.warned("consul", "Forbidden").await;
+    let opts = concord::consul::QueryOptions::default();
+    let published = t.consul.health_service(&name, &[], false, &opts).await.expect("health").value;
+    assert!(published.is_empty(), "nothing was published: {published:?}");
+
+    // The namespace's owner lets the ServiceAccount list Services and EndpointSlices.
+    grant_services(&t, &t.ns, &["list"]).await;
+    eventually(&format!("{name} published"), Duration::from_secs(60), || async {
+        let found = t.consul.health_service(&name, &[], false, &opts).await.ok()?.value;
+        (!found.is_empty()).then_some(())
+    })
+    .await;
+    eventually("status.sync.forbidden cleared", WAIT, || async {
+        sync_forbidden(&t).await.filter(|l| l.iter().all(|l| !l.starts_with("toConsul ")))
+    })
+    .await;
+}

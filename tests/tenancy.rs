@@ -398,3 +398,31 @@ async fn the_leak_sweep_finds_a_token_planted_in_a_log_line_and_an_event() {
     assert!(found.iter().any(|f| f.contains("logs")) && found.iter().any(|f| f.contains("Events")), "{found:?}");
     assert!(!format!("{found:?}").contains(planted));
 }
+
+/// Every test that runs a controller is swept when the controller stops or is dropped:
+/// a token of the namespace's Secrets that reached the logs fails it. Here one does (a
+/// log line of this process; the capture is process-wide), and dropping the controller
+/// fails with the sweep's report, which names the Secret and never the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_controller_is_swept_when_it_stops_and_a_leak_fails_the_test() {
+    let kube_env = testenv::shared_kube().await;
+    let kube = kube_env.client().await;
+    let ns = kube_env.create_namespace("ten-drop-sweep").await;
+    let token = "7d1e0c2b-4a3f-4e5d-9c8b-1a2b3c4d5e6f";
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "app-token", "namespace": ns }, "stringData": { "token": token },
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(kube.clone(), &ns).create(&PostParams::default(), &secret).await.expect("Secret");
+    let controller = support::start_controller(kube.clone(), &ns, &[]).await;
+    tracing::warn!(token, "a careless log line of the test process");
+    let dropped = tokio::spawn(async move { drop(controller) }).await;
+    let panic = dropped.expect_err("the drop-time sweep failed the test").into_panic();
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(message.contains("Secret app-token key token is in the controller's logs"), "{message}");
+    assert!(!message.contains(token), "never the value: {message}");
+}

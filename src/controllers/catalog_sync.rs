@@ -31,6 +31,7 @@ pub fn defaults(args: &crate::context::ControllerArgs) -> SyncDefaults {
         to_kubernetes: args.sync_to_kubernetes,
         target_namespace: args.sync_target_namespace.clone(),
         anti_entropy: args.sync_anti_entropy,
+        default_service_account: args.default_service_account.clone(),
     }
 }
 
@@ -74,7 +75,7 @@ async fn clean_up(ctx: &Context, old: &SyncConfig, new: &SyncConfig, consul: &cr
     if let Some(tk) = &old.to_kubernetes
         && new.to_kubernetes.as_ref().is_none_or(|n| n.target_namespace != tk.target_namespace)
     {
-        match sync::to_kubernetes::remove_all(&ctx.client, tk).await {
+        match sync::to_kubernetes::remove_all(&ctx.client_as(&tk.actor), tk).await {
             Ok(n) => {
                 tracing::info!(identity = %tk.identity, removed = n, "Consul → Kubernetes sync off; Services removed")
             }
@@ -98,11 +99,18 @@ fn start(ctx: &Arc<Context>, dc: &DiscoveryCluster, config: SyncConfig, handle: 
             stop.clone(),
         ));
     }
+    let reference = dc.object_ref(&());
     if let Some(tc) = config.to_consul.clone() {
-        tasks.spawn(sync::to_consul::run(ctx.clone(), tc, handle.consul.clone(), board.clone(), stop.clone()));
+        tasks.spawn(sync::to_consul::run(
+            ctx.clone(),
+            tc,
+            handle.consul.clone(),
+            board.clone(),
+            reference.clone(),
+            stop.clone(),
+        ));
     }
     if let Some(tk) = config.to_kubernetes.clone() {
-        let reference = dc.object_ref(&());
         tasks.spawn(sync::to_kubernetes::run(ctx.clone(), tk, handle.consul.clone(), board, reference, stop.clone()));
     }
     Running {

@@ -207,6 +207,15 @@ pub struct SyncSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::optional_duration_schema")]
     pub anti_entropy_interval: Option<String>,
+    /// ServiceAccount of this namespace whose rights the sync uses in Kubernetes
+    /// (impersonation, so Kubernetes RBAC decides): it writes the mirrored Services and
+    /// EndpointSlices (`toKubernetes`, in `targetNamespace`), and `toConsul` publishes
+    /// only namespaces where it may list Services and EndpointSlices. Default: the
+    /// controller's `--default-service-account`, else concord's own rights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("serviceAccountName must be a DNS subdomain name"))]
+    #[schemars(length(max = 253))]
+    pub service_account_name: Option<String>,
 }
 
 /// Kubernetes to Consul.
@@ -331,6 +340,12 @@ pub struct SyncStatus {
     /// at most 100). Always written (even empty), like `nameClashes`.
     #[serde(default)]
     pub rejected_services: Vec<String>,
+    /// What the sync's ServiceAccount (`spec.sync.serviceAccountName`) may not do, in the
+    /// API server's words (`<direction> <namespace>: <why>`): namespaces `toConsul` does not publish,
+    /// and a `targetNamespace` where `toKubernetes` may not write. Always written (even
+    /// empty), like `nameClashes`.
+    #[serde(default)]
+    pub forbidden: Vec<String>,
 }
 
 impl DiscoveryClusterSpec {

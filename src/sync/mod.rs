@@ -16,6 +16,7 @@ pub mod status;
 pub mod to_consul;
 pub mod to_kubernetes;
 
+use crate::context::Actor;
 use crate::resources::{DiscoveryCluster, SyncSpec, parse_duration};
 use kube::ResourceExt;
 use std::collections::BTreeSet;
@@ -121,6 +122,8 @@ pub struct ToConsulConfig {
     pub allow_namespaces: BTreeSet<String>,
     pub deny_namespaces: BTreeSet<String>,
     pub anti_entropy: Duration,
+    /// Whose right to list Services and EndpointSlices decides which namespaces are published.
+    pub actor: Actor,
 }
 
 impl ToConsulConfig {
@@ -139,6 +142,8 @@ pub struct ToKubernetesConfig {
     pub prefix: String,
     pub deny_services: BTreeSet<String>,
     pub anti_entropy: Duration,
+    /// Whose rights write the mirrored Services and EndpointSlices.
+    pub actor: Actor,
 }
 
 /// Both directions; `None` means off.
@@ -157,6 +162,8 @@ pub struct SyncDefaults {
     pub to_kubernetes: bool,
     pub target_namespace: Option<String>,
     pub anti_entropy: Option<Duration>,
+    /// The controller's `--default-service-account`.
+    pub default_service_account: Option<String>,
 }
 
 /// The sync settings of a DiscoveryCluster (pure): its `spec.sync`, else for an external
@@ -189,12 +196,15 @@ pub fn effective_config(dc: &DiscoveryCluster, defaults: &SyncDefaults) -> Resul
         Some(s) => parse_duration(s).map_err(|e| e.to_string())?.max(Duration::from_secs(1)),
         None => defaults.anti_entropy.unwrap_or(DEFAULT_ANTI_ENTROPY),
     };
+    let actor =
+        Actor::of(&namespace, spec.service_account_name.as_deref(), defaults.default_service_account.as_deref());
     let to_consul = spec.to_consul.as_ref().filter(|t| t.enabled).map(|t| ToConsulConfig {
         identity: identity.clone(),
         default_sync: t.default_sync,
         allow_namespaces: t.allow_namespaces.iter().cloned().collect(),
         deny_namespaces: t.deny_namespaces.iter().cloned().collect(),
         anti_entropy,
+        actor: actor.clone(),
     });
     let to_kubernetes = spec.to_kubernetes.as_ref().filter(|t| t.enabled).map(|t| ToKubernetesConfig {
         identity: identity.clone(),
@@ -202,6 +212,7 @@ pub fn effective_config(dc: &DiscoveryCluster, defaults: &SyncDefaults) -> Resul
         prefix: t.prefix.clone().unwrap_or_default(),
         deny_services: t.deny_services.clone().unwrap_or_else(|| vec!["consul".to_string()]).into_iter().collect(),
         anti_entropy,
+        actor,
     });
     Ok(SyncConfig { to_consul, to_kubernetes })
 }
@@ -267,6 +278,24 @@ mod tests {
         }
         let (min, max) = (per_node.values().min().copied(), per_node.values().max().copied());
         assert!(max.unwrap_or(0) < 2 * min.unwrap_or(0), "balanced enough: {per_node:?}");
+    }
+
+    #[test]
+    fn the_sync_acts_as_its_service_account_else_the_default_else_the_controller() {
+        let sa = |name: &str| Actor::ServiceAccount { namespace: "ops".into(), name: name.into() };
+        let on = serde_json::json!({"toConsul": {"enabled": true}, "toKubernetes": {"enabled": true}});
+        let mut named = on.clone();
+        named["serviceAccountName"] = "sync".into();
+        let with_default = SyncDefaults { default_service_account: Some("tenant".into()), ..Default::default() };
+        for (sync, defaults, want) in [
+            (&named, &with_default, sa("sync")),
+            (&on, &with_default, sa("tenant")),
+            (&on, &SyncDefaults::default(), Actor::Controller),
+        ] {
+            let cfg = effective_config(&dc(serde_json::json!({"sync": sync})), defaults).expect("valid");
+            assert_eq!(cfg.to_consul.expect("on").actor, want);
+            assert_eq!(cfg.to_kubernetes.expect("on").actor, want);
+        }
     }
 
     #[test]

@@ -26,15 +26,22 @@ pub async fn install_crds(client: &kube::Client) {
     crdgen::wait_established(client, Duration::from_secs(60)).await.expect("CRDs Established");
 }
 
-/// A controller running in this test process; stops when dropped.
+/// A controller running in this test process; stops when dropped. Whichever way it
+/// stops, the leak sweep ([`sweep`]) then searches everything this test process logged so
+/// far, and the Events and concord statuses of the controller's namespace, for every
+/// token- or key-like value of that namespace's Secrets: every test that runs a
+/// controller is swept, and a leak fails it.
 pub struct RunningController {
     pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    kube: kube::Client,
+    namespace: String,
+    swept: bool,
 }
 
 impl RunningController {
-    /// Stops the controller and waits until it has stopped.
+    /// Stops the controller, waits until it has stopped, and sweeps for leaks.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -42,6 +49,8 @@ impl RunningController {
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
         }
+        self.swept = true;
+        sweep::assert_no_leaks(&self.kube, &self.namespace, &[]).await;
     }
 }
 
@@ -50,11 +59,26 @@ impl Drop for RunningController {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+        // Not after a failure (a second panic would abort), and only where blocking on
+        // the sweep cannot stall the runtime (every integration test runs multi-threaded).
+        if self.swept || std::thread::panicking() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return;
+        }
+        let (kube, namespace) = (self.kube.clone(), self.namespace.clone());
+        tokio::task::block_in_place(|| {
+            runtime.block_on(async move { sweep::assert_no_leaks(&kube, &namespace, &[]).await })
+        });
     }
 }
 
 /// Starts `concord controller` in-process, watching only `namespace`, with extra flags.
 pub async fn start_controller(client: kube::Client, namespace: &str, extra_args: &[&str]) -> RunningController {
+    sweep::capture_logs();
+    let kube = client.clone();
     let mut argv = vec!["controller", "--listen", "127.0.0.1:0", "--namespace", namespace];
     argv.extend_from_slice(extra_args);
     let args = ControllerArgs::try_parse_from(argv).expect("controller flags");
@@ -74,7 +98,14 @@ pub async fn start_controller(client: kube::Client, namespace: &str, extra_args:
         .await
         .expect("controller listens within 30s")
         .expect("controller started");
-    RunningController { addr, stop: Some(stop_tx), task: Some(task) }
+    RunningController {
+        addr,
+        stop: Some(stop_tx),
+        task: Some(task),
+        kube,
+        namespace: namespace.to_string(),
+        swept: false,
+    }
 }
 
 /// Creates a DiscoveryCluster named `consul` in `namespace` pointing at a real Consul

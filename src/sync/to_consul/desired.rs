@@ -322,6 +322,7 @@ mod tests {
             allow_namespaces: Default::default(),
             deny_namespaces: ["kube-system".to_string()].into(),
             anti_entropy: DEFAULT_ANTI_ENTROPY,
+            actor: crate::context::Actor::Controller,
         }
     }
 

@@ -29,6 +29,7 @@
 pub mod batch;
 pub mod desired;
 pub mod diff;
+pub mod gate;
 #[cfg(test)]
 mod props;
 
@@ -41,12 +42,12 @@ use desired::{Instance, ServiceKey};
 use diff::Change;
 use futures::stream::{BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource, ResourceExt};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -91,6 +92,9 @@ struct Index {
     slice_owner: HashMap<(String, String), ServiceKey>,
     /// Namespace → active (exists and is not being deleted).
     namespaces: HashMap<String, bool>,
+    /// With a ServiceAccount: the namespaces it may list Services and EndpointSlices in
+    /// ([`gate`]); the others count as inactive. `None`: the controller's rights.
+    allowed: Option<HashSet<String>>,
     relist_services: Option<Vec<Service>>,
     relist_slices: Option<Vec<EndpointSlice>>,
     relist_namespaces: Option<Vec<Namespace>>,
@@ -112,7 +116,7 @@ impl Index {
     }
 
     fn namespace_active(&self, ns: &str) -> bool {
-        self.namespaces.get(ns).copied().unwrap_or(false)
+        self.namespaces.get(ns).copied().unwrap_or(false) && self.allowed.as_ref().is_none_or(|a| a.contains(ns))
     }
 
     fn put_service(&mut self, svc: Service, dirty: &mut BTreeSet<ServiceKey>) {
@@ -676,6 +680,7 @@ pub async fn run(
     cfg: ToConsulConfig,
     consul: consul::Client,
     board: Arc<StatusBoard>,
+    cluster: ObjectReference,
     stop: CancellationToken,
 ) {
     let services: Api<Service> = crate::context::watched_api(&ctx);
@@ -691,7 +696,8 @@ pub async fn run(
         watch(namespaces, ns_cfg, |n| n.spec = None).map(Input::Namespace).boxed(),
     ]);
 
-    let mut index = Index::default();
+    let mut gate = gate::NamespaceGate::new(ctx.client_as(&cfg.actor), &cfg.actor);
+    let mut index = Index { allowed: gate.as_ref().map(|_| HashSet::new()), ..Default::default() };
     let mut applied = Applied::default();
     let mut dirty: BTreeSet<ServiceKey> = BTreeSet::new();
     // Per Service: its annotation problems (reported once per new set), the values of
@@ -760,6 +766,32 @@ pub async fn run(
         }
         if !index.is_primed() || writing.is_some() {
             continue;
+        }
+        if let Some(g) = gate.as_mut() {
+            // Every namespace again on an anti-entropy pass; a new one at once.
+            let all = Instant::now() >= full_due;
+            let wanted: BTreeSet<String> = index
+                .services
+                .keys()
+                .map(|(ns, _)| ns)
+                .filter(|ns| cfg.namespace_allowed(ns) && index.namespaces.get(*ns) == Some(&true))
+                .cloned()
+                .collect();
+            if all || g.needs_check(wanted.iter()) {
+                let refreshed = g.refresh(&wanted, all).await;
+                for ns in &refreshed.changed {
+                    index.dirty_namespace(ns, &mut dirty);
+                }
+                for line in refreshed.newly_forbidden {
+                    ctx.event(&cluster, true, "Forbidden", "SyncToConsul", line).await;
+                }
+                index.allowed = Some(g.allowed());
+                let lines = g.lines();
+                board.update(|s| {
+                    s.forbidden.retain(|l| !l.starts_with(gate::FORBIDDEN_PREFIX));
+                    s.forbidden.extend(lines);
+                });
+            }
         }
         let full = Instant::now() >= full_due;
         if !full && dirty.is_empty() {
@@ -951,6 +983,7 @@ mod tests {
             allow_namespaces: Default::default(),
             deny_namespaces: Default::default(),
             anti_entropy: Duration::from_secs(60),
+            actor: crate::context::Actor::Controller,
         };
         let svc: Service = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web", "namespace": "ns", "annotations": {"concord.io/tags": "a,b", "concord.io/port": "http"},

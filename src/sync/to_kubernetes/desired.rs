@@ -184,6 +184,7 @@ mod tests {
             prefix: String::new(),
             deny_services: ["consul".to_string()].into(),
             anti_entropy: DEFAULT_ANTI_ENTROPY,
+            actor: crate::context::Actor::Controller,
         }
     }
 

@@ -34,6 +34,10 @@ use watch::Msg;
 const CONTROLLER: &str = "catalogsync-to-kubernetes";
 /// Services written at once.
 const PARALLEL_APPLIES: usize = 8;
+/// How soon writes the target namespace refused are tried again.
+const FORBIDDEN_RETRY: Duration = Duration::from_secs(15);
+/// Marks this direction's lines in `status.sync.forbidden`.
+const FORBIDDEN_PREFIX: &str = "toKubernetes ";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kubernetes: {0}")]
@@ -153,9 +157,11 @@ pub async fn run(
     cluster: ObjectReference,
     stop: CancellationToken,
 ) {
+    // Written with the sync's ServiceAccount's rights: the target namespace's RBAC decides.
+    let client = ctx.client_as(&cfg.actor);
     let writer = Arc::new(Writer {
-        services: Api::namespaced(ctx.client.clone(), &cfg.target_namespace),
-        slices: Api::namespaced(ctx.client.clone(), &cfg.target_namespace),
+        services: Api::namespaced(client.clone(), &cfg.target_namespace),
+        slices: Api::namespaced(client, &cfg.target_namespace),
         cfg: cfg.clone(),
     });
     let (tx, mut rx) = mpsc::channel::<Msg>(1024);
@@ -171,6 +177,8 @@ pub async fn run(
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut applies: JoinSet<ApplyDone> = JoinSet::new();
     let mut clashes: BTreeMap<String, String> = BTreeMap::new();
+    // The API server's refusal of the last write, while writes are refused.
+    let mut forbidden: Option<String> = None;
     let mut catalog_seen = false;
     let mut full_due = Instant::now() + cfg.anti_entropy;
     let mut retry_due: Option<Instant> = None;
@@ -227,6 +235,9 @@ pub async fn run(
                 for k8s in &removed {
                     written.remove(k8s);
                 }
+                if result.is_ok() && forbidden.is_some() {
+                    update_forbidden(&ctx, &cluster, &board, &cfg, &mut forbidden, None).await;
+                }
                 match result {
                     Ok(Applied::Written) => {
                         written.insert(k8s_name, consul_name.clone());
@@ -238,6 +249,14 @@ pub async fn run(
                     Err(Error::Clash(k8s)) => {
                         let msg = format!("Service {k8s} exists and is not managed by concord; not overwritten");
                         update_clashes(&ctx, &cluster, &board, &mut clashes, |c| { c.insert(consul_name.clone(), msg); }).await;
+                    }
+                    Err(Error::Kube(kube::Error::Api(e))) if e.code == 403 => {
+                        // RBAC of the target namespace refuses the sync's ServiceAccount:
+                        // reported once, retried slowly (a RoleBinding may come later).
+                        ctx.metrics.reconcile_failed(CONTROLLER, "forbidden");
+                        pending.insert(consul_name);
+                        retry_due.get_or_insert(Instant::now() + FORBIDDEN_RETRY);
+                        update_forbidden(&ctx, &cluster, &board, &cfg, &mut forbidden, Some(e.message)).await;
                     }
                     Err(e) => {
                         ctx.metrics.reconcile_failed(CONTROLLER, e.category());
@@ -331,6 +350,34 @@ pub async fn run(
     watchers.abort_all();
     applies.abort_all();
     tracing::info!(identity = %cfg.identity, "Consul → Kubernetes sync stopped");
+}
+
+/// Records whether the target namespace refuses the sync's writes: in
+/// `status.sync.forbidden`, and a Warning Event (`Forbidden`) when a refusal starts.
+async fn update_forbidden(
+    ctx: &Context,
+    cluster: &ObjectReference,
+    board: &StatusBoard,
+    cfg: &ToKubernetesConfig,
+    forbidden: &mut Option<String>,
+    now: Option<String>,
+) {
+    if *forbidden == now {
+        return;
+    }
+    let line = now.as_ref().map(|why| {
+        format!("{FORBIDDEN_PREFIX}{}: {} may not write mirrored Services: {why}", cfg.target_namespace, cfg.actor)
+    });
+    if forbidden.is_none()
+        && let Some(line) = &line
+    {
+        ctx.event(cluster, true, "Forbidden", "SyncToKubernetes", line.clone()).await;
+    }
+    *forbidden = now;
+    board.update(|s| {
+        s.forbidden.retain(|l| !l.starts_with(FORBIDDEN_PREFIX));
+        s.forbidden.extend(line);
+    });
 }
 
 /// Applies `f` to the clash list; new clashes get a Warning Event on the DiscoveryCluster.
