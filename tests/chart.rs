@@ -224,6 +224,7 @@ async fn every_rendered_manifest_is_accepted_by_the_api_server_dry_run() {
     let notes = out.split("NOTES:").nth(1).unwrap_or_else(|| panic!("no NOTES in:\n{out}"));
     assert!(notes.contains(&format!("helm test concord -n {ns}")), "{notes}");
     assert!(notes.contains("get lease concord-controller"), "{notes}");
+    assert!(notes.contains("-acl-admin (acl = \"write\", management-equivalent)"), "{notes}");
     let expected = [
         "ClusterRole",
         "ClusterRoleBinding",
