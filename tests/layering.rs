@@ -84,12 +84,15 @@ fn every_top_level_module_has_a_floor() {
 /// A new ACL controller adds its file here, in the same change that switches its calls
 /// to `resolve_acl_admin`.
 const ACL_ADMIN_CALLERS: &[&str] = &[
-    "cluster.rs",                   // defines them
-    "cluster/tenant_token.rs",      // derives tenants' tokens
-    "controllers/acl_bootstrap.rs", // makes the tokens
-    "controllers/acl_policy.rs",    // ACLPolicy
-    "controllers/acl_token.rs",     // ACLToken
-    "controllers/snapshot.rs",      // /v1/snapshot needs acl write
+    "cluster.rs",                      // defines them
+    "cluster/tenant_token.rs",         // derives tenants' tokens
+    "controllers/acl_bootstrap.rs",    // makes the tokens
+    "controllers/acl_auth_method.rs",  // ACLAuthMethod
+    "controllers/acl_binding_rule.rs", // ACLBindingRule
+    "controllers/acl_policy.rs",       // ACLPolicy
+    "controllers/acl_role.rs",         // ACLRole
+    "controllers/acl_token.rs",        // ACLToken
+    "controllers/snapshot.rs",         // /v1/snapshot needs acl write
 ];
 
 /// The files that may name the ACL-admin token's Secret: where it is named, read and made.

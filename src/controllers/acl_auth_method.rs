@@ -155,7 +155,7 @@ enum Outcome {
 async fn apply(m: Arc<ACLAuthMethod>, ctx: &Context) -> Result<Action, Error> {
     let key = format!("{CONTROLLER}:{}", object_key(m.as_ref()));
     let ns = m.namespace().unwrap_or_default();
-    let cluster = match ctx.clusters.resolve(&ctx.client, &ns, m.spec.cluster_ref.as_deref()).await {
+    let cluster = match ctx.clusters.resolve_acl_admin(&ctx.client, &ns, m.spec.cluster_ref.as_deref()).await {
         Ok(c) => c,
         Err(e) => {
             report(ctx, m.as_ref(), "ClusterUnavailable", e.to_string()).await?;
@@ -266,7 +266,7 @@ async fn apply(m: Arc<ACLAuthMethod>, ctx: &Context) -> Result<Action, Error> {
 
 async fn cleanup(m: Arc<ACLAuthMethod>, ctx: &Context) -> Result<Action, Error> {
     let ns = m.namespace().unwrap_or_default();
-    let cluster = match ctx.clusters.resolve(&ctx.client, &ns, m.spec.cluster_ref.as_deref()).await {
+    let cluster = match ctx.clusters.resolve_acl_admin(&ctx.client, &ns, m.spec.cluster_ref.as_deref()).await {
         Ok(c) => c,
         Err(e @ (ClusterError::NotFound { .. } | ClusterError::NoCluster { .. })) => {
             ctx.event(&m.object_ref(&()), true, "ClusterGone", "Delete", format!("auth method not deleted: {e}")).await;

@@ -130,7 +130,7 @@ enum Outcome {
 async fn apply(b: Arc<ACLBindingRule>, ctx: &Context) -> Result<Action, Error> {
     let key = format!("{CONTROLLER}:{}", object_key(b.as_ref()));
     let ns = b.namespace().unwrap_or_default();
-    let cluster = match ctx.clusters.resolve(&ctx.client, &ns, b.spec.cluster_ref.as_deref()).await {
+    let cluster = match ctx.clusters.resolve_acl_admin(&ctx.client, &ns, b.spec.cluster_ref.as_deref()).await {
         Ok(c) => c,
         Err(e) => {
             report(ctx, b.as_ref(), "ClusterUnavailable", e.to_string()).await?;
@@ -222,7 +222,7 @@ async fn apply(b: Arc<ACLBindingRule>, ctx: &Context) -> Result<Action, Error> {
 
 async fn cleanup(b: Arc<ACLBindingRule>, ctx: &Context) -> Result<Action, Error> {
     let ns = b.namespace().unwrap_or_default();
-    let cluster = match ctx.clusters.resolve(&ctx.client, &ns, b.spec.cluster_ref.as_deref()).await {
+    let cluster = match ctx.clusters.resolve_acl_admin(&ctx.client, &ns, b.spec.cluster_ref.as_deref()).await {
         Ok(c) => c,
         Err(e @ (ClusterError::NotFound { .. } | ClusterError::NoCluster { .. })) => {
             ctx.event(&b.object_ref(&()), true, "ClusterGone", "Delete", format!("binding rule not deleted: {e}"))

@@ -123,7 +123,7 @@ enum Outcome {
 async fn apply(r: Arc<ACLRole>, ctx: &Context) -> Result<Action, Error> {
     let key = format!("{CONTROLLER}:{}", object_key(r.as_ref()));
     let ns = r.namespace().unwrap_or_default();
-    let cluster = match ctx.clusters.resolve(&ctx.client, &ns, r.spec.cluster_ref.as_deref()).await {
+    let cluster = match ctx.clusters.resolve_acl_admin(&ctx.client, &ns, r.spec.cluster_ref.as_deref()).await {
         Ok(c) => c,
         Err(e) => {
             report(ctx, r.as_ref(), "ClusterUnavailable", e.to_string()).await?;
@@ -182,7 +182,7 @@ async fn apply(r: Arc<ACLRole>, ctx: &Context) -> Result<Action, Error> {
 
 async fn cleanup(r: Arc<ACLRole>, ctx: &Context) -> Result<Action, Error> {
     let ns = r.namespace().unwrap_or_default();
-    let cluster = match ctx.clusters.resolve(&ctx.client, &ns, r.spec.cluster_ref.as_deref()).await {
+    let cluster = match ctx.clusters.resolve_acl_admin(&ctx.client, &ns, r.spec.cluster_ref.as_deref()).await {
         Ok(c) => c,
         Err(e @ (ClusterError::NotFound { .. } | ClusterError::NoCluster { .. })) => {
             ctx.event(&r.object_ref(&()), true, "ClusterGone", "Delete", format!("role not deleted: {e}")).await;
