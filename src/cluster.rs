@@ -1,6 +1,21 @@
 //! Which Consul an object talks to: resolves `spec.clusterRef` (default: the only
 //! DiscoveryCluster in the namespace) to a Consul client, reading the ACL token from its
-//! Secret. Clients are cached per cluster and rebuilt when the address or token changes.
+//! Secret. Clients are cached per cluster and purpose and rebuilt when the address or
+//! token changes.
+//!
+//! A managed cluster with ACLs has two tokens of concord's own, one per purpose
+//! ([`Purpose`]), and each is reached through its own function:
+//! - [`ClusterCache::resolve`] / [`ClusterCache::client_for`]: the controller's sync token
+//!   (catalog sync, DiscoveryCluster operation, config-entry and prepared-query imports);
+//!   it holds no ACL, KV, session, event or keyring rights.
+//! - [`ClusterCache::resolve_acl_admin`] / [`ClusterCache::acl_admin_for`]: the ACL-admin
+//!   token (`acl = "write"`), for the code that manages ACLs (tenant-token derivation,
+//!   the ACL controllers) and snapshots. Only the files listed in tests/layering.rs may
+//!   call these.
+//!
+//! Tenant objects get neither: [`ClusterCache::resolve_tenant`] gives them the
+//! namespace's derived token. An external cluster has one token (its `tokenSecretRef`),
+//! used for both purposes: its Consul operator decides what it may do.
 pub mod tenancy;
 pub mod tenant_token;
 pub mod tls;
@@ -73,10 +88,24 @@ impl ClusterError {
     }
 }
 
-/// Consul clients per cluster, keyed by a fingerprint of what the client was built from.
+/// Which of a cluster's tokens a client carries (managed clusters with ACLs; see the
+/// module).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Purpose {
+    /// The controller (sync) token: `<cluster>-acl-controller`.
+    Sync,
+    /// The ACL-admin token: `<cluster>-acl-admin`.
+    AclAdmin,
+}
+
+/// A cached client: the cluster's namespace and name, and the token's purpose.
+type ClientKey = (String, String, Purpose);
+
+/// Consul clients per cluster and purpose, keyed by a fingerprint of what the client was
+/// built from.
 #[derive(Default)]
 pub struct ClusterCache {
-    clients: Mutex<HashMap<(String, String), (u64, consul::Client)>>,
+    clients: Mutex<HashMap<ClientKey, (u64, consul::Client)>>,
     /// Clients with each namespace's derived token (`tenant_token`).
     tenants: Mutex<HashMap<(String, String), (u64, consul::Client)>>,
     /// `--consul-address`: where to reach managed clusters instead of their client Service.
@@ -142,39 +171,56 @@ impl ClusterCache {
         }
     }
 
-    /// Resolves the cluster of an object in `namespace` with optional `cluster_ref`.
+    /// Resolves the cluster of an object in `namespace` with optional `cluster_ref`, with
+    /// the controller's sync token (see the module): no ACL rights.
     pub async fn resolve(
         &self,
         client: &kube::Client,
         namespace: &str,
         cluster_ref: Option<&str>,
     ) -> Result<ClusterHandle, ClusterError> {
-        let api: Api<DiscoveryCluster> = Api::namespaced(client.clone(), namespace);
-        let cluster =
-            match cluster_ref {
-                Some(name) => api.get_opt(name).await.map_err(ClusterError::Kube)?.ok_or_else(|| {
-                    ClusterError::NotFound { namespace: namespace.to_string(), name: name.to_string() }
-                })?,
-                None => {
-                    let mut list = api.list(&ListParams::default()).await.map_err(ClusterError::Kube)?.items;
-                    match list.len() {
-                        0 => return Err(ClusterError::NoCluster { namespace: namespace.to_string() }),
-                        1 => list.remove(0),
-                        _ => {
-                            let names = list.iter().map(|c| c.name_any()).collect::<Vec<_>>().join(", ");
-                            return Err(ClusterError::Ambiguous { namespace: namespace.to_string(), names });
-                        }
-                    }
-                }
-            };
+        let cluster = find_cluster(client, namespace, cluster_ref).await?;
         self.client_for(client, &cluster).await
     }
 
-    /// The Consul client of one DiscoveryCluster.
+    /// Like [`ClusterCache::resolve`], with the cluster's ACL-admin token: only for the
+    /// code that manages ACLs (tenant-token derivation, ACLPolicy, ACLToken) and
+    /// snapshots. A managed cluster with ACLs whose admin token is not made yet is
+    /// [`ClusterError::TokenSecret`].
+    pub async fn resolve_acl_admin(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        cluster_ref: Option<&str>,
+    ) -> Result<ClusterHandle, ClusterError> {
+        let cluster = find_cluster(client, namespace, cluster_ref).await?;
+        self.acl_admin_for(client, &cluster).await
+    }
+
+    /// The Consul client of one DiscoveryCluster, with the controller's sync token.
     pub async fn client_for(
         &self,
         client: &kube::Client,
         cluster: &DiscoveryCluster,
+    ) -> Result<ClusterHandle, ClusterError> {
+        self.client_with(client, cluster, Purpose::Sync).await
+    }
+
+    /// The Consul client of one DiscoveryCluster, with its ACL-admin token (see
+    /// [`ClusterCache::resolve_acl_admin`]).
+    pub async fn acl_admin_for(
+        &self,
+        client: &kube::Client,
+        cluster: &DiscoveryCluster,
+    ) -> Result<ClusterHandle, ClusterError> {
+        self.client_with(client, cluster, Purpose::AclAdmin).await
+    }
+
+    async fn client_with(
+        &self,
+        client: &kube::Client,
+        cluster: &DiscoveryCluster,
+        purpose: Purpose,
     ) -> Result<ClusterHandle, ClusterError> {
         let namespace = cluster.namespace().unwrap_or_default();
         let name = cluster.name_any();
@@ -201,13 +247,27 @@ impl ClusterCache {
                 };
                 (external_addresses(&external.address), token)
             }
-            // A managed cluster with ACLs uses the controller token that the ACL bootstrap
-            // stored; before the bootstrap there is none yet, and calls go without one.
+            // A managed cluster with ACLs uses the token of the purpose that the ACL
+            // bootstrap stored. Before the bootstrap there is no sync token yet, and calls
+            // go without one (the bootstrap itself needs that); the ACL-admin token is
+            // required (its callers cannot do anything without it).
             None if cluster.spec.acl.as_ref().is_some_and(|a| a.enabled) => {
-                let secret = token_secret::controller_secret_name(&name);
+                let secret = match purpose {
+                    Purpose::Sync => token_secret::controller_secret_name(&name),
+                    Purpose::AclAdmin => token_secret::acl_admin_secret_name(&name),
+                };
                 let token = token_secret::read_secret_token(client, &namespace, &secret, token_secret::TOKEN_KEY)
                     .await
                     .map_err(ClusterError::Kube)?;
+                if token.is_none() && purpose == Purpose::AclAdmin {
+                    return Err(ClusterError::TokenSecret {
+                        namespace,
+                        name,
+                        secret,
+                        key: token_secret::TOKEN_KEY.to_string(),
+                        reason: "not made yet (the DiscoveryCluster makes it after the ACL bootstrap)".to_string(),
+                    });
+                }
                 (self.managed_addresses(&namespace, &name, tls), token)
             }
             None => (self.managed_addresses(&namespace, &name, tls), None),
@@ -219,7 +279,7 @@ impl ClusterCache {
         server_name.hash(&mut hasher);
         token.as_ref().map(|t| t.expose_secret()).hash(&mut hasher);
         let fingerprint = hasher.finish();
-        let key = (namespace.clone(), name.clone());
+        let key = (namespace.clone(), name.clone(), purpose);
         if let Ok(cache) = self.clients.lock()
             && let Some((fp, consul)) = cache.get(&key)
             && *fp == fingerprint
@@ -242,6 +302,33 @@ impl ClusterCache {
             cache.insert(key, (fingerprint, consul.clone()));
         }
         Ok(ClusterHandle { namespace, name, consul, fingerprint, grants })
+    }
+}
+
+/// The DiscoveryCluster `cluster_ref` names in `namespace`, else the only one there.
+async fn find_cluster(
+    client: &kube::Client,
+    namespace: &str,
+    cluster_ref: Option<&str>,
+) -> Result<DiscoveryCluster, ClusterError> {
+    let api: Api<DiscoveryCluster> = Api::namespaced(client.clone(), namespace);
+    match cluster_ref {
+        Some(name) => api
+            .get_opt(name)
+            .await
+            .map_err(ClusterError::Kube)?
+            .ok_or_else(|| ClusterError::NotFound { namespace: namespace.to_string(), name: name.to_string() }),
+        None => {
+            let mut list = api.list(&ListParams::default()).await.map_err(ClusterError::Kube)?.items;
+            match list.len() {
+                0 => Err(ClusterError::NoCluster { namespace: namespace.to_string() }),
+                1 => Ok(list.remove(0)),
+                _ => {
+                    let names = list.iter().map(|c| c.name_any()).collect::<Vec<_>>().join(", ");
+                    Err(ClusterError::Ambiguous { namespace: namespace.to_string(), names })
+                }
+            }
+        }
     }
 }
 

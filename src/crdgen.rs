@@ -16,11 +16,17 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         ProxyDefaults::crd(),
         Mesh::crd(),
         ExportedServices::crd(),
+        IngressGateway::crd(),
+        TerminatingGateway::crd(),
+        JWTProvider::crd(),
         PreparedQuery::crd(),
         KVConfig::crd(),
         ConfigTemplate::crd(),
         ACLPolicy::crd(),
         ACLToken::crd(),
+        ACLRole::crd(),
+        ACLAuthMethod::crd(),
+        ACLBindingRule::crd(),
         ConsulSnapshot::crd(),
     ]
 }
@@ -108,5 +114,39 @@ mod tests {
             assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{name}: status subresource");
             assert!(v.additional_printer_columns.as_ref().is_some_and(|c| c.len() >= 2), "{name}: printer columns");
         }
+    }
+
+    /// `kubectl get` shows each config-entry kind's and PreparedQuery's health: the
+    /// Synced condition's status and its reason.
+    #[test]
+    fn config_entry_kinds_and_prepared_queries_show_synced_and_reason() {
+        let mut checked = Vec::new();
+        for crd in all() {
+            let v = &crd.spec.versions[0];
+            let status = v.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).and_then(|s| {
+                s.properties.as_ref()?.get("status")?.properties.as_ref().map(|p| p.contains_key("consulModifyIndex"))
+            });
+            let kind = crd.spec.names.kind.clone();
+            if status != Some(true) && kind != "PreparedQuery" {
+                continue;
+            }
+            let columns = v.additional_printer_columns.clone().unwrap_or_default();
+            let path_of = |name: &str| columns.iter().find(|c| c.name == name).map(|c| c.json_path.clone());
+            assert_eq!(
+                path_of("Synced").as_deref(),
+                Some(r#".status.conditions[?(@.type=="Synced")].status"#),
+                "{kind}: Synced column"
+            );
+            assert_eq!(
+                path_of("Reason").as_deref(),
+                Some(r#".status.conditions[?(@.type=="Synced")].reason"#),
+                "{kind}: Reason column"
+            );
+            checked.push(kind);
+        }
+        for kind in ["ServiceIntention", "IngressGateway", "TerminatingGateway", "JWTProvider", "PreparedQuery"] {
+            assert!(checked.iter().any(|k| k == kind), "{kind} checked: {checked:?}");
+        }
+        assert_eq!(checked.len(), 12, "{checked:?}");
     }
 }

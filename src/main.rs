@@ -24,6 +24,9 @@ enum Command {
     Render(Box<concord::render::RenderArgs>),
     /// Consul KV tools: `concord kv export PREFIX` prints a KVConfig for an existing prefix.
     Kv(concord::controllers::kv_config::export::KvArgs),
+    /// Print concord objects (YAML) for the config entries and prepared queries a Consul
+    /// holds: `concord import [KIND...] --namespace NS > adopted.yaml`.
+    Import(Box<concord::controllers::import::ImportArgs>),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
         Command::Controller(args) => concord::runtime::main(*args, concord::controllers::all()),
         Command::Render(args) => concord::render::main(*args),
         Command::Kv(args) => concord::controllers::kv_config::export::main(args),
+        Command::Import(args) => concord::controllers::import::main(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -64,49 +64,72 @@ async fn bootstrap_once_then_controller_token_holds_only_what_concord_uses_and_a
     let anonymous = Client::new(ClientConfig::new(consul.http_addrs())).expect("client");
 
     let outcome = acl_bootstrap::ensure_bootstrapped(&ctx, &dc, &anonymous).await.expect("bootstrap");
-    let BootstrapOutcome::Bootstrapped { controller_accessor } = &outcome else { panic!("{outcome:?}") };
+    let BootstrapOutcome::Bootstrapped { controller_accessor, admin_accessor } = &outcome else {
+        panic!("{outcome:?}")
+    };
     assert!(outcome.condition().status);
 
     let addr = consul.http_addr();
     let management = secret_value(&kube, &ns, "consul-acl-bootstrap", "token").await.expect("bootstrap Secret");
     let controller = secret_value(&kube, &ns, "consul-acl-controller", "token").await.expect("controller Secret");
-    assert_ne!(management, controller);
-    // The bootstrap Secret outlives the cluster object; the controller's is owned by it.
+    let admin = secret_value(&kube, &ns, "consul-acl-admin", "token").await.expect("ACL-admin Secret");
+    assert!(management != controller && management != admin && controller != admin);
+    // The bootstrap Secret outlives the cluster object; the controller's are owned by it.
     let boot = Api::<Secret>::namespaced(kube.clone(), &ns).get("consul-acl-bootstrap").await.expect("get");
     assert!(boot.metadata.owner_references.unwrap_or_default().is_empty());
-    let own = Api::<Secret>::namespaced(kube.clone(), &ns).get("consul-acl-controller").await.expect("get");
-    assert_eq!(own.metadata.owner_references.unwrap_or_default()[0].name, "consul");
+    for name in ["consul-acl-controller", "consul-acl-admin"] {
+        let own = Api::<Secret>::namespaced(kube.clone(), &ns).get(name).await.expect("get");
+        assert_eq!(own.metadata.owner_references.unwrap_or_default()[0].name, "consul", "{name}");
+    }
     assert_eq!(
         secret_value(&kube, &ns, "consul-acl-controller", "accessorId").await.as_ref(),
         Some(controller_accessor)
     );
+    assert_eq!(secret_value(&kube, &ns, "consul-acl-admin", "accessorId").await.as_ref(), Some(admin_accessor));
 
-    // Allowed: what concord's controllers do.
+    // The controller (sync) token: what the sync and the DiscoveryCluster do, nothing else
+    // (every call, for both tokens: tests/least_privilege.rs).
     use reqwest::Method;
-    assert_eq!(call(&addr, &controller, Method::PUT, "/v1/kv/concord-test/x", "1").await, 200, "KV write");
     let reg = r#"{"Node":"k8s-sync","Address":"127.0.0.1","Service":{"Service":"web","Port":80}}"#;
     assert_eq!(call(&addr, &controller, Method::PUT, "/v1/catalog/register", reg).await, 200, "catalog register");
-    let intention = r#"{"Kind":"service-intentions","Name":"web","Sources":[{"Name":"api","Action":"allow"}]}"#;
-    assert_eq!(call(&addr, &controller, Method::PUT, "/v1/config", intention).await, 200, "intentions write");
-    let policy = r#"{"Name":"made-by-controller","Rules":"key_prefix \"a/\" { policy = \"read\" }"}"#;
-    assert_eq!(call(&addr, &controller, Method::PUT, "/v1/acl/policy", policy).await, 200, "acl write");
     assert_eq!(call(&addr, &controller, Method::GET, "/v1/operator/raft/configuration", "").await, 200, "operator");
-    // Refused: what no controller needs.
+    assert_eq!(call(&addr, &controller, Method::PUT, "/v1/kv/concord-test/x", "1").await, 403, "KV write");
+    let intention = r#"{"Kind":"service-intentions","Name":"web","Sources":[{"Name":"api","Action":"allow"}]}"#;
+    assert_eq!(call(&addr, &controller, Method::PUT, "/v1/config", intention).await, 403, "intentions write");
+    let policy = r#"{"Name":"made-by-controller","Rules":"key_prefix \"a/\" { policy = \"read\" }"}"#;
+    assert_eq!(call(&addr, &controller, Method::PUT, "/v1/acl/policy", policy).await, 403, "acl write");
     assert_eq!(call(&addr, &controller, Method::PUT, "/v1/event/fire/deploy", "").await, 403, "user events");
     assert_eq!(call(&addr, &controller, Method::GET, "/v1/operator/keyring", "").await, 403, "gossip keyring");
     assert_eq!(call(&addr, &controller, Method::PUT, "/v1/agent/reload", "").await, 403, "agent write");
+    // The ACL-admin token: ACLs, and nothing of the catalog or KV.
+    assert_eq!(call(&addr, &admin, Method::PUT, "/v1/acl/policy", policy).await, 200, "acl write");
+    assert_eq!(call(&addr, &admin, Method::PUT, "/v1/kv/concord-test/x", "1").await, 403, "KV write");
+    assert_eq!(call(&addr, &admin, Method::PUT, "/v1/catalog/register", reg).await, 403, "catalog register");
     assert_eq!(call(&addr, "", Method::PUT, "/v1/kv/concord-test/y", "1").await, 403, "anonymous is denied");
 
     // Again: nothing new, the same controller token.
     let again = acl_bootstrap::ensure_bootstrapped(&ctx, &dc, &anonymous).await.expect("again");
     assert_eq!(
         again,
-        BootstrapOutcome::Ready { controller_accessor: controller_accessor.clone(), bootstrap_secret_present: true }
+        BootstrapOutcome::Ready {
+            controller_accessor: controller_accessor.clone(),
+            admin_accessor: admin_accessor.clone(),
+            bootstrap_secret_present: true
+        }
     );
 
-    // Both Secrets lost: Consul refuses a second bootstrap; reported, not retried blindly.
+    // Only the sync token's Secret lost: the ACL-admin token makes a new one.
     let secrets: Api<Secret> = Api::namespaced(kube.clone(), &ns);
-    for name in ["consul-acl-bootstrap", "consul-acl-controller"] {
+    secrets.delete("consul-acl-controller", &DeleteParams::default()).await.expect("delete");
+    let remade = acl_bootstrap::ensure_bootstrapped(&ctx, &dc, &anonymous).await.expect("remade");
+    let BootstrapOutcome::Ready { controller_accessor: new_accessor, .. } = &remade else { panic!("{remade:?}") };
+    assert_ne!(new_accessor, controller_accessor, "a new controller token");
+    let controller_2 = secret_value(&kube, &ns, "consul-acl-controller", "token").await.expect("controller Secret");
+    assert_eq!(call(&addr, &controller, Method::GET, "/v1/acl/token/self", "").await, 403, "the old one revoked");
+    assert_eq!(call(&addr, &controller_2, Method::GET, "/v1/acl/token/self", "").await, 200);
+
+    // All three Secrets lost: Consul refuses a second bootstrap; reported, not retried blindly.
+    for name in ["consul-acl-bootstrap", "consul-acl-controller", "consul-acl-admin"] {
         secrets.delete(name, &DeleteParams::default()).await.expect("delete");
     }
     let lost = acl_bootstrap::ensure_bootstrapped(&ctx, &dc, &anonymous).await.expect("reported, not an error");
@@ -125,7 +148,9 @@ async fn bootstrap_once_then_controller_token_holds_only_what_concord_uses_and_a
     assert!(secrets.get_opt("consul-acl-bootstrap").await.expect("get").is_none());
     for e in events.list(&ListParams::default()).await.expect("events").items {
         let note = e.note.unwrap_or_default();
-        assert!(!note.contains(&management) && !note.contains(&controller), "secret in event {note}");
+        for token in [&management, &controller, &controller_2, &admin] {
+            assert!(!note.contains(token.as_str()), "secret in event {note}");
+        }
     }
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     // The old tokens still work: nothing was reset.
@@ -134,6 +159,8 @@ async fn bootstrap_once_then_controller_token_holds_only_what_concord_uses_and_a
     let known = [
         support::sweep::Known { what: "the management token".into(), value: management.clone() },
         support::sweep::Known { what: "the controller token".into(), value: controller.clone() },
+        support::sweep::Known { what: "the second controller token".into(), value: controller_2.clone() },
+        support::sweep::Known { what: "the ACL-admin token".into(), value: admin.clone() },
     ];
     support::sweep::assert_no_leaks(&kube, &ns, &known).await;
 }

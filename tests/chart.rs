@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use support::{eventually, external_cluster, install_crds, start_controller};
+use support::{eventually, external_cluster, install_crds};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -224,6 +224,7 @@ async fn every_rendered_manifest_is_accepted_by_the_api_server_dry_run() {
     let notes = out.split("NOTES:").nth(1).unwrap_or_else(|| panic!("no NOTES in:\n{out}"));
     assert!(notes.contains(&format!("helm test concord -n {ns}")), "{notes}");
     assert!(notes.contains("get lease concord-controller"), "{notes}");
+    assert!(notes.contains("-acl-admin (acl = \"write\", management-equivalent)"), "{notes}");
     let expected = [
         "ClusterRole",
         "ClusterRoleBinding",
@@ -320,7 +321,14 @@ async fn controller_does_its_job_with_exactly_the_charts_rbac_and_nothing_more()
     let lockdown = "lockdown.defaultServiceAccount=concord-tenant";
     let docs = render(&release, &ns, &["discoveryCluster.create=false", &watch, lockdown], &[]);
     apply_kinds(&admin, &docs, &["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]).await;
-    let sa = find(&docs, "ServiceAccount")["metadata"]["name"].as_str().expect("sa name").to_string();
+    let names = |kind: &str| -> Vec<String> {
+        docs.iter()
+            .filter(|d| kind_of(d) == kind)
+            .filter_map(|d| d["metadata"]["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let sa = names("ServiceAccount").into_iter().find(|n| !n.ends_with("-auth-reviewer")).expect("sa name");
+    let reviewer = names("ServiceAccount").into_iter().find(|n| n.ends_with("-auth-reviewer")).expect("reviewer");
     let as_sa = env.client_impersonating(&sa, &ns).await;
 
     // Outside the rules: refused. (Polled: RBAC reaches the authorizer through a cache.)
@@ -380,10 +388,62 @@ async fn controller_does_its_job_with_exactly_the_charts_rbac_and_nothing_more()
     assert!(!may_impersonate(&admin, &user, "kube-system", "concord-tenant").await, "kube-system's");
     assert!(!may_impersonate(&admin, &user, &elsewhere, "concord-tenant").await, "another namespace's");
 
+    // ACLAuthMethods: it may request a token for the reviewer ServiceAccount, and for no
+    // other (its own, another namespace's); the reviewer may review tokens and read
+    // ServiceAccounts, and nothing else.
+    let request = k8s_openapi::api::authentication::v1::TokenRequest {
+        spec: k8s_openapi::api::authentication::v1::TokenRequestSpec {
+            expiration_seconds: Some(600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let sas = |c: &kube::Client, n: &str| Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(c.clone(), n);
+    let reviewer_token = sas(&as_sa, &ns)
+        .create_token_request(&reviewer, &Default::default(), &request)
+        .await
+        .expect("a token for the reviewer")
+        .status
+        .expect("status")
+        .token;
+    assert!(is_forbidden(sas(&as_sa, &ns).create_token_request(&sa, &Default::default(), &request).await), "its own");
+    assert!(
+        is_forbidden(sas(&as_sa, &elsewhere).create_token_request(&reviewer, &Default::default(), &request).await),
+        "another namespace's"
+    );
+    let mut reviewer_config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&env.kubeconfig_yaml()).expect("kubeconfig"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    reviewer_config.auth_info = kube::config::AuthInfo { token: Some(reviewer_token.into()), ..Default::default() };
+    let as_reviewer = kube::Client::try_from(reviewer_config).expect("reviewer client");
+    let review = k8s_openapi::api::authentication::v1::TokenReview {
+        spec: k8s_openapi::api::authentication::v1::TokenReviewSpec {
+            token: Some("not-a-token".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    eventually("the reviewer may create TokenReviews", WAIT, || async {
+        Api::<k8s_openapi::api::authentication::v1::TokenReview>::all(as_reviewer.clone())
+            .create(&Default::default(), &review)
+            .await
+            .ok()
+    })
+    .await;
+    assert!(sas(&as_reviewer, &elsewhere).get_opt("default").await.is_ok(), "the reviewer reads ServiceAccounts");
+    assert!(
+        is_forbidden(Api::<Secret>::namespaced(as_reviewer.clone(), &elsewhere).get("private").await),
+        "the reviewer reads no Secret"
+    );
+
     // The controller, as the ServiceAccount, with the chart's leader election flags.
     let lease_name = "concord-controller";
-    let controller = start_controller(
+    let controller = support::start_controller_swept_by(
         as_sa.clone(),
+        admin.clone(),
         &ns,
         &["--leader-election", "--lease-namespace", &ns, "--lease-name", lease_name, "--lease-duration", "3s"],
     )

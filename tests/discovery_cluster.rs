@@ -598,7 +598,7 @@ async fn a_managed_cluster_with_acls_is_bootstrapped_once_and_then_read_with_the
     .await;
     assert!(find_condition(&status.conditions, types::AVAILABLE).is_some_and(|c| c.status == "True"));
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    for name in ["consul-acl-bootstrap", "consul-acl-controller"] {
+    for name in ["consul-acl-bootstrap", "consul-acl-controller", "consul-acl-admin"] {
         assert!(secrets.get_opt(name).await.expect("read").is_some(), "Secret {name}");
     }
     eventually("one ACLBootstrapped event", WAIT, || has_event(&client, &ns, "ACLBootstrapped")).await;

@@ -478,7 +478,9 @@ async fn setup(
     let w = Workload::create(&kube, &ns, services, churned).await;
     let foreign = register_foreign(direct, &ns, &w.services()[0]).await;
     support::external_cluster(&kube, &ns, via, Some(serde_json::from_str(SYNC).expect("sync"))).await;
-    let controller = start_controller(controller_kube.unwrap_or_else(|| kube.clone()), &ns, &[]).await;
+    let controller =
+        support::start_controller_swept_by(controller_kube.unwrap_or_else(|| kube.clone()), kube.clone(), &ns, &[])
+            .await;
     converged(&w, direct, synced_within).await;
     available(&kube, &ns, "True", "LeaderElected", Duration::from_secs(30)).await;
     Env { kube, ns, w, direct: direct.to_vec(), foreign, controller }

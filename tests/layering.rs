@@ -77,3 +77,53 @@ fn every_top_level_module_has_a_floor() {
         }
     }
 }
+
+/// The files whose code may hold a cluster's ACL-admin token (`acl = "write"`): the code
+/// that manages ACLs and snapshots. Everything else gets the controller's sync token
+/// (`ClusterCache::resolve`/`client_for`) or a tenant's derived token (`resolve_tenant`).
+/// A new ACL controller adds its file here, in the same change that switches its calls
+/// to `resolve_acl_admin`.
+const ACL_ADMIN_CALLERS: &[&str] = &[
+    "cluster.rs",                      // defines them
+    "cluster/tenant_token.rs",         // derives tenants' tokens
+    "controllers/acl_bootstrap.rs",    // makes the tokens
+    "controllers/acl_auth_method.rs",  // ACLAuthMethod
+    "controllers/acl_binding_rule.rs", // ACLBindingRule
+    "controllers/acl_policy.rs",       // ACLPolicy
+    "controllers/acl_role.rs",         // ACLRole
+    "controllers/acl_token.rs",        // ACLToken
+    "controllers/snapshot.rs",         // /v1/snapshot needs acl write
+];
+
+/// The files that may name the ACL-admin token's Secret: where it is named, read and made.
+const ACL_ADMIN_SECRET_NAMERS: &[&str] = &["cluster/token_secret.rs", "cluster.rs", "controllers/acl_bootstrap.rs"];
+
+fn files_mentioning(needles: &[&str]) -> Vec<String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).expect("read");
+            needles.iter().any(|n| text.contains(n))
+        })
+        .map(|f| f.strip_prefix(&src).expect("under src").to_string_lossy().replace('\\', "/"))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn only_the_acl_and_snapshot_code_can_reach_the_acl_admin_token() {
+    let callers = files_mentioning(&["resolve_acl_admin", "acl_admin_for"]);
+    let strays: Vec<_> = callers.iter().filter(|f| !ACL_ADMIN_CALLERS.contains(&f.as_str())).collect();
+    assert!(strays.is_empty(), "these files reach the ACL-admin token but manage no ACLs: {strays:?}");
+    // The list is not stale: each listed file does use it (a moved call fails here).
+    for listed in ACL_ADMIN_CALLERS {
+        assert!(callers.iter().any(|c| c == listed), "{listed} no longer reaches the ACL-admin token; unlist it");
+    }
+    let namers = files_mentioning(&["acl_admin_secret_name"]);
+    let strays: Vec<_> = namers.iter().filter(|f| !ACL_ADMIN_SECRET_NAMERS.contains(&f.as_str())).collect();
+    assert!(strays.is_empty(), "these files name the ACL-admin token's Secret: {strays:?}");
+}

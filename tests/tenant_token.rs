@@ -122,6 +122,10 @@ async fn the_default_grants_derive_a_token_that_writes_every_managed_kind_and_no
         json!({ "Kind": "service-intentions", "Name": "web", "Sources": [{ "Name": "api", "Action": "allow" }] }),
         json!({ "Kind": "proxy-defaults", "Name": "global", "Config": { "protocol": "http" } }),
         json!({ "Kind": "exported-services", "Name": "default", "Services": [] }),
+        json!({ "Kind": "ingress-gateway", "Name": "ingress", "Listeners": [
+            { "Port": 8080, "Protocol": "http", "Services": [{ "Name": "web" }] }] }),
+        json!({ "Kind": "terminating-gateway", "Name": "egress", "Services": [{ "Name": "billing" }] }),
+        json!({ "Kind": "jwt-provider", "Name": "okta", "JSONWebKeySet": { "Local": { "Filename": "/jwks.json" } } }),
     ];
     for entry in &entries {
         as_tenant.config_entry_set(entry, None).await.unwrap_or_else(|e| panic!("{}: {e}", entry["Kind"]));
@@ -135,4 +139,24 @@ async fn the_default_grants_derive_a_token_that_writes_every_managed_kind_and_no
     as_tenant.prepared_query_create(&query).await.expect("a prepared query");
     let mint = as_tenant.acl_token_create(&AclToken { description: "escalate".into(), ..Default::default() }).await;
     assert!(matches!(mint, Err(concord::consul::Error::PermissionDenied { .. })), "no ACL rights: {mint:?}");
+
+    // Gateways and JWT providers need mesh write in Consul: a token for named services
+    // (the gateway's and its service's included) cannot write them, hence concord's `*` rule.
+    let cluster: concord::resources::DiscoveryCluster = serde_json::from_value(json!({
+        "apiVersion": "concord.io/v1alpha1", "kind": "DiscoveryCluster", "metadata": { "name": "consul" },
+        "spec": { "tenancy": { "intentionDestinations": ["web", "ingress", "egress", "billing"] } },
+    }))
+    .expect("cluster");
+    let rules = tenant_token::rules(&concord::cluster::Grants::of(&cluster));
+    let token = tenant_token::ensure(&admin, "named", "consul", &rules).await.expect("ensure").expect("a token");
+    let named = admin.with_token(token).expect("client");
+    named.config_entry_set(&entries[0], None).await.expect("service-defaults of a granted service");
+    for entry in &entries[7..] {
+        let refused = named.config_entry_set(entry, None).await;
+        assert!(
+            matches!(refused, Err(concord::consul::Error::PermissionDenied { .. })),
+            "{}: {refused:?}",
+            entry["Kind"]
+        );
+    }
 }

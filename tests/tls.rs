@@ -202,6 +202,25 @@ async fn the_cli_verifies_with_ca_file_and_without_it_fails_with_one_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
     assert!(stderr.contains("no PEM certificate"), "{stderr}");
+
+    // `concord import`, the same both ways.
+    let import = |ca: Option<&PathBuf>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_concord"));
+        cmd.args(["import", "ServiceDefaults", "--address", &consul.http_addr()])
+            .env_remove("CONSUL_HTTP_TOKEN")
+            .env_remove("CONSUL_CACERT");
+        if let Some(ca) = ca {
+            cmd.arg("--ca-file").arg(ca);
+        }
+        cmd.output().expect("concord import runs")
+    };
+    let out = import(Some(&ca_file));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = import(None);
+    assert!(!out.status.success(), "an unverified server is refused");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("--ca-file"), "says what to do: {stderr}");
     for f in [ca_file, template, bad] {
         let _ = std::fs::remove_file(f);
     }

@@ -13,6 +13,11 @@
 //! - Management-equivalent ACLs are refused whatever the lists say, unless
 //!   `policies` names `global-management` exactly: the policy `global-management`, and
 //!   any policy whose rules grant `acl = "write"` (it can mint any token).
+//! - Workload login: an auth method is cluster-wide in Consul and accepts any
+//!   ServiceAccount of the cluster, so the boundary is the binding rules. Every rule
+//!   concord writes holds `serviceaccount.namespace=="<ns>"` ([`namespaced_selector`]);
+//!   a templated bind name lets the ServiceAccount pick the identity, so it needs every
+//!   name granted. Node identities are new, so an unset `nodeIdentities` grants none.
 use crate::resources::{DiscoveryCluster, TenancySpec};
 
 /// Consul's built-in management policy.
@@ -86,6 +91,32 @@ impl Grants {
         )
     }
 
+    /// May an ACLRole carry, or an ACLBindingRule bind, the node identity `node`? Unlike
+    /// the other lists, an unset `nodeIdentities` grants none.
+    pub fn node_identity(&self, node: &str) -> Result<(), String> {
+        let grant = Some(self.0.node_identities.clone().unwrap_or_default());
+        check(&grant, |g| matches(g, node), || format!("node identity {node}"), "nodeIdentities")
+    }
+
+    /// May an ACLBindingRule bind a templated name (`${serviceaccount.name}`) of
+    /// `bind_type` `service` or `node`? Only when every name is granted: the list is
+    /// unset (services only) or holds `*`, since the ServiceAccount (and its
+    /// `consul.hashicorp.com/service-name` annotation) picks the name at login.
+    pub fn templated_bind_name(&self, node: bool) -> Result<(), String> {
+        let (list, field) = if node {
+            (self.0.node_identities.as_ref(), "nodeIdentities")
+        } else {
+            (self.0.service_identities.as_ref(), "serviceIdentities")
+        };
+        match list {
+            None if !node => Ok(()),
+            Some(l) if l.iter().any(|g| g == "*") => Ok(()),
+            _ => Err(format!(
+                "a templated bind name lets the ServiceAccount choose the name; the DiscoveryCluster allows that only when spec.tenancy.{field} lists *"
+            )),
+        }
+    }
+
     /// May a ServiceIntention write the intentions of `destination`?
     pub fn intention_destination(&self, destination: &str) -> Result<(), String> {
         check(
@@ -100,6 +131,43 @@ impl Grants {
     pub fn restore_from(&self, location: &str) -> bool {
         self.0.restore_from.iter().any(|p| !p.is_empty() && location.starts_with(p.as_str()))
     }
+}
+
+/// The selector concord writes for an ACLBindingRule of `namespace`: the user's selector
+/// (if any) ANDed with `serviceaccount.namespace=="<namespace>"`, so a login from another
+/// namespace never matches. `Err` for a selector that could step out of its parentheses
+/// (a `)` closing more than it opened, an unterminated string) and so widen the match.
+pub fn namespaced_selector(namespace: &str, selector: Option<&str>) -> Result<String, String> {
+    let own = format!("serviceaccount.namespace==\"{namespace}\"");
+    let Some(user) = selector.map(str::trim).filter(|s| !s.is_empty()) else { return Ok(own) };
+    let mut depth: i32 = 0;
+    let mut chars = user.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '`' => loop {
+                match chars.next() {
+                    None => return Err(format!("selector {user:?} has an unterminated string")),
+                    Some('\\') if c == '"' => {
+                        chars.next();
+                    }
+                    Some(d) if d == c => break,
+                    Some(_) => {}
+                }
+            },
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(format!("selector {user:?} closes a parenthesis it did not open"));
+                }
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(format!("selector {user:?} leaves a parenthesis open"));
+    }
+    Ok(format!("{own} and ({user})"))
 }
 
 /// An unset list allows everything; a set one only what matches.
@@ -184,6 +252,36 @@ mod tests {
         let m = declared(|t| t.policies = v(&[GLOBAL_MANAGEMENT]));
         assert!(m.policy(GLOBAL_MANAGEMENT, false).is_ok());
         assert!(m.policy("team-admin", true).is_err(), "management does not lift the name grant");
+    }
+
+    #[test]
+    fn node_identities_need_an_explicit_grant_and_templates_need_a_star() {
+        assert!(Grants::default().node_identity("n1").is_err(), "unset grants no node");
+        let g = declared(|t| t.node_identities = v(&["edge-*"]));
+        assert!(g.node_identity("edge-1").is_ok());
+        assert!(g.node_identity("core-1").is_err());
+        assert!(g.templated_bind_name(true).is_err());
+        assert!(declared(|t| t.node_identities = v(&["*"])).templated_bind_name(true).is_ok());
+        assert!(Grants::default().templated_bind_name(false).is_ok(), "unset services: every name is granted");
+        assert!(declared(|t| t.service_identities = v(&["web-*"])).templated_bind_name(false).is_err());
+        assert!(declared(|t| t.service_identities = v(&["*"])).templated_bind_name(false).is_ok());
+    }
+
+    #[test]
+    fn a_binding_rule_selector_is_held_to_its_namespace() {
+        assert_eq!(namespaced_selector("team", None).as_deref(), Ok("serviceaccount.namespace==\"team\""));
+        assert_eq!(
+            namespaced_selector("team", Some("serviceaccount.name==web")).as_deref(),
+            Ok("serviceaccount.namespace==\"team\" and (serviceaccount.name==web)")
+        );
+        // Widening attempts: stepping out of the parentheses to OR in anything.
+        assert!(namespaced_selector("team", Some("serviceaccount.name==web) or (serviceaccount.name!=x")).is_err());
+        assert!(namespaced_selector("team", Some(")(")).is_err());
+        assert!(namespaced_selector("team", Some("(a")).is_err());
+        assert!(namespaced_selector("team", Some("serviceaccount.name==\"web")).is_err());
+        // Parentheses inside strings do not count.
+        assert!(namespaced_selector("team", Some("serviceaccount.name==\")x\"")).is_ok());
+        assert!(namespaced_selector("team", Some("serviceaccount.name==\"a\\\") or (b\"")).is_ok());
     }
 
     #[test]

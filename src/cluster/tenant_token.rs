@@ -5,11 +5,11 @@
 //! it too, should a check in concord be wrong.
 //!
 //! The token is kept in Consul only: its AccessorID is derived from the cluster's
-//! namespace and name, and its SecretID is read back with the cluster's own token (which
-//! may manage ACLs: a managed cluster's controller token, or an external one given with
-//! `acl = "write"`). A cluster whose token cannot manage ACLs (an external token the
-//! Consul operator scoped) is used as it is: that token is already the bound. A cluster
-//! without ACLs has no second line.
+//! namespace and name, and its SecretID is read back with the cluster's ACL-admin token
+//! ([`ClusterCache::resolve_acl_admin`]: a managed cluster's `<cluster>-acl-admin` token,
+//! or an external cluster's one token when given with `acl = "write"`). A cluster whose
+//! token cannot manage ACLs (an external token the Consul operator scoped) is used as it
+//! is: that token is already the bound. A cluster without ACLs has no second line.
 use super::tenancy::Grants;
 use super::{ClusterCache, ClusterError, ClusterHandle};
 use crate::consul::{self, AclLink, AclPolicy, AclToken};
@@ -153,14 +153,15 @@ pub async fn ensure(
 
 impl ClusterCache {
     /// The cluster as the objects of its namespace use it: like [`ClusterCache::resolve`],
-    /// with the Consul client carrying the namespace's derived token (see the module).
+    /// with the Consul client carrying the namespace's derived token (see the module). The
+    /// token is derived with the cluster's ACL-admin token, which the caller never sees.
     pub async fn resolve_tenant(
         &self,
         client: &kube::Client,
         namespace: &str,
         cluster_ref: Option<&str>,
     ) -> Result<ClusterHandle, ClusterError> {
-        let mut handle = self.resolve(client, namespace, cluster_ref).await?;
+        let mut handle = self.resolve_acl_admin(client, namespace, cluster_ref).await?;
         if !handle.consul.has_token() {
             return Ok(handle);
         }

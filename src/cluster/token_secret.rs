@@ -1,7 +1,9 @@
-//! Where a cluster's ACL tokens are kept in Kubernetes: the names of the bootstrap and
-//! controller token Secrets, their keys, and reading a token back. The ACL bootstrap
-//! (controllers) writes these Secrets; [`super::ClusterCache`] reads the controller token
-//! from them. Both sides name them through this module.
+//! Where a managed cluster's ACL tokens are kept in Kubernetes: the names of the
+//! bootstrap, controller (sync) and ACL-admin token Secrets, their keys, and reading a
+//! token back. The ACL bootstrap (controllers) writes these Secrets; [`super::ClusterCache`]
+//! reads the controller token for [`super::ClusterCache::resolve`], and the ACL-admin token
+//! only for the ACL and snapshot code (see `cluster.rs`). Both sides name them through
+//! this module.
 use crate::consul::Token;
 use crate::resources::DiscoveryCluster;
 use k8s_openapi::api::core::v1::Secret;
@@ -21,9 +23,16 @@ pub fn bootstrap_secret_name(dc: &DiscoveryCluster) -> String {
         .unwrap_or_else(|| format!("{}-acl-bootstrap", dc.name_any()))
 }
 
-/// Name of the Secret that holds the controller's own token.
+/// Name of the Secret that holds the controller's own (sync) token: catalog sync,
+/// DiscoveryCluster operation, imports. No ACL rights.
 pub fn controller_secret_name(cluster: &str) -> String {
     format!("{cluster}-acl-controller")
+}
+
+/// Name of the Secret that holds the cluster's ACL-admin token (`acl = "write"`): used
+/// only to derive tenant tokens, by the ACL controllers and for snapshots.
+pub fn acl_admin_secret_name(cluster: &str) -> String {
+    format!("{cluster}-acl-admin")
 }
 
 /// Reads a token from a Secret key; `None` when the Secret or key is missing or empty.

@@ -22,7 +22,10 @@ pub mod snapshot;
 pub mod status;
 pub mod txn;
 
-pub use acl::{AclLink, AclNodeIdentity, AclPolicy, AclServiceIdentity, AclToken};
+pub use acl::{
+    AclAuthMethod, AclBindingRule, AclLink, AclNodeIdentity, AclPolicy, AclRole, AclServiceIdentity, AclToken,
+    KubernetesAuthConfig,
+};
 pub use catalog::{
     CatalogDeregistration, CatalogRegistration, CatalogService, CheckStatus, HealthCheck, Node, NodeService,
     NodeServices, ServiceEntry, Weights,

@@ -64,6 +64,26 @@ pub struct ControllerArgs {
     /// whole seconds). The leader gives up after 2/3 of it without a renewal.
     #[arg(long, env = "CONCORD_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
     pub lease_duration: std::time::Duration,
+    /// API server URL that ACLAuthMethods give Consul for TokenReview (default: the one
+    /// concord's own kube client uses; a DiscoveryCluster's `spec.kubernetesAuth.host`
+    /// overrides both).
+    #[arg(long, env = "CONCORD_KUBERNETES_API_HOST")]
+    pub kubernetes_api_host: Option<String>,
+    /// PEM CA file for that URL (default: the CA concord's kube client trusts).
+    #[arg(long, env = "CONCORD_KUBERNETES_API_CA_FILE")]
+    pub kubernetes_api_ca_file: Option<std::path::PathBuf>,
+    /// The CA concord's kube client trusts (PEM), filled at start from its config.
+    #[arg(skip)]
+    pub kubernetes_api_ca_pem: Option<String>,
+    /// ServiceAccount (`NAMESPACE/NAME`) whose short-lived token (TokenRequest) ACLAuthMethods
+    /// give Consul to call TokenReview. It needs `system:auth-delegator` and `get` on
+    /// `serviceaccounts`; concord needs `create` on its `serviceaccounts/token`.
+    #[arg(long, env = "CONCORD_AUTH_REVIEWER_SERVICE_ACCOUNT")]
+    pub auth_reviewer_service_account: Option<String>,
+    /// How often ACLRoles, ACLAuthMethods and ACLBindingRules are compared with Consul
+    /// (drift is reverted within this period; Go duration).
+    #[arg(long, env = "CONCORD_ACL_DRIFT_INTERVAL", default_value = "30s", value_parser = parse_sync_interval)]
+    pub acl_drift_interval: std::time::Duration,
 }
 
 fn parse_lease_duration(s: &str) -> Result<std::time::Duration, String> {

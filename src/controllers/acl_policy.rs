@@ -118,7 +118,7 @@ async fn report(ctx: &Context, p: &ACLPolicy, reason: &'static str, message: Str
 async fn apply(p: Arc<ACLPolicy>, ctx: &Context) -> Result<Action, Error> {
     let key = format!("{CONTROLLER}:{}", object_key(p.as_ref()));
     let ns = p.namespace().unwrap_or_default();
-    let cluster = match ctx.clusters.resolve(&ctx.client, &ns, p.spec.cluster_ref.as_deref()).await {
+    let cluster = match ctx.clusters.resolve_acl_admin(&ctx.client, &ns, p.spec.cluster_ref.as_deref()).await {
         Ok(c) => c,
         Err(e) => {
             report(ctx, &p, "ClusterUnavailable", e.to_string()).await?;
@@ -183,7 +183,7 @@ async fn apply(p: Arc<ACLPolicy>, ctx: &Context) -> Result<Action, Error> {
 
 async fn cleanup(p: Arc<ACLPolicy>, ctx: &Context) -> Result<Action, Error> {
     let ns = p.namespace().unwrap_or_default();
-    let cluster = match ctx.clusters.resolve(&ctx.client, &ns, p.spec.cluster_ref.as_deref()).await {
+    let cluster = match ctx.clusters.resolve_acl_admin(&ctx.client, &ns, p.spec.cluster_ref.as_deref()).await {
         Ok(c) => c,
         Err(e @ (ClusterError::NotFound { .. } | ClusterError::NoCluster { .. })) => {
             // The cluster object is gone: there is nothing left to delete from.

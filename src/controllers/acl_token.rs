@@ -311,7 +311,7 @@ async fn revoke(consul: &consul::Client, accessor: &str) -> Result<(), consul::E
 async fn apply(t: Arc<ACLToken>, ctx: &Context) -> Result<Action, Error> {
     let key = format!("{CONTROLLER}:{}", object_key(t.as_ref()));
     let ns = t.namespace().unwrap_or_default();
-    let cluster = match ctx.clusters.resolve(&ctx.client, &ns, t.spec.cluster_ref.as_deref()).await {
+    let cluster = match ctx.clusters.resolve_acl_admin(&ctx.client, &ns, t.spec.cluster_ref.as_deref()).await {
         Ok(c) => c,
         Err(e) => {
             report(ctx, &t, "ClusterUnavailable", e.to_string()).await?;
@@ -463,7 +463,7 @@ pub fn next_check(expires: Option<&str>, lifetime: Option<Duration>, now: Timest
 
 async fn cleanup(t: Arc<ACLToken>, ctx: &Context) -> Result<Action, Error> {
     let ns = t.namespace().unwrap_or_default();
-    let cluster = match ctx.clusters.resolve(&ctx.client, &ns, t.spec.cluster_ref.as_deref()).await {
+    let cluster = match ctx.clusters.resolve_acl_admin(&ctx.client, &ns, t.spec.cluster_ref.as_deref()).await {
         Ok(c) => c,
         Err(e @ (ClusterError::NotFound { .. } | ClusterError::NoCluster { .. })) => {
             ctx.event(&t.object_ref(&()), true, "ClusterGone", "Revoke", format!("token not revoked: {e}")).await;

@@ -1,14 +1,19 @@
 //! One module per controller. Each follows the same steps: read inputs → compute the
 //! desired state (pure) → diff with what exists → apply → write status conditions with
 //! observedGeneration. Helpers every controller uses live here.
+pub mod acl_auth_method;
+pub mod acl_binding_rule;
 pub mod acl_bootstrap;
+mod acl_object;
 pub mod acl_policy;
+pub mod acl_role;
 pub mod acl_token;
 pub mod catalog_sync;
 pub mod config_entry;
 pub mod config_template;
 pub mod consul_watch;
 pub mod discovery_cluster;
+pub mod import;
 pub mod kv_config;
 pub mod prepared_query;
 pub mod service_intention;
@@ -18,8 +23,8 @@ pub mod snapshot_schedule;
 pub use crate::context::watched_api;
 use crate::context::{Context, FIELD_MANAGER, Runner};
 use crate::resources::{
-    ExportedServices, Mesh, ProxyDefaults, ServiceDefaults, ServiceIntention, ServiceResolver, ServiceRouter,
-    ServiceSplitter,
+    ExportedServices, IngressGateway, JWTProvider, Mesh, ProxyDefaults, ServiceDefaults, ServiceIntention,
+    ServiceResolver, ServiceRouter, ServiceSplitter, TerminatingGateway,
 };
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -43,10 +48,16 @@ pub fn all() -> Vec<Runner> {
         config_entry::runner::<ProxyDefaults>(),
         config_entry::runner::<Mesh>(),
         config_entry::runner::<ExportedServices>(),
+        config_entry::runner::<IngressGateway>(),
+        config_entry::runner::<TerminatingGateway>(),
+        config_entry::runner::<JWTProvider>(),
         Runner { name: prepared_query::CONTROLLER, run: |ctx, stop| Box::pin(prepared_query::run(ctx, stop)) },
         Runner { name: config_template::CONTROLLER, run: |ctx, stop| Box::pin(config_template::run(ctx, stop)) },
         Runner { name: acl_policy::CONTROLLER, run: |ctx, stop| Box::pin(acl_policy::run(ctx, stop)) },
         Runner { name: acl_token::CONTROLLER, run: |ctx, stop| Box::pin(acl_token::run(ctx, stop)) },
+        Runner { name: acl_role::CONTROLLER, run: |ctx, stop| Box::pin(acl_role::run(ctx, stop)) },
+        Runner { name: acl_auth_method::CONTROLLER, run: |ctx, stop| Box::pin(acl_auth_method::run(ctx, stop)) },
+        Runner { name: acl_binding_rule::CONTROLLER, run: |ctx, stop| Box::pin(acl_binding_rule::run(ctx, stop)) },
         Runner { name: snapshot::CONTROLLER, run: |ctx, stop| Box::pin(snapshot::run(ctx, stop)) },
         Runner { name: snapshot_schedule::CONTROLLER, run: |ctx, stop| Box::pin(snapshot_schedule::run(ctx, stop)) },
     ]

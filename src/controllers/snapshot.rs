@@ -153,7 +153,7 @@ pub fn location_granted(
 
 async fn save(ctx: &Context, snap: &ConsulSnapshot, location: &Location) -> Result<Done, OpError> {
     let ns = snap.namespace().unwrap_or_default();
-    let cluster = ctx.clusters.resolve(&ctx.client, &ns, snap.spec.cluster_ref.as_deref()).await?;
+    let cluster = ctx.clusters.resolve_acl_admin(&ctx.client, &ns, snap.spec.cluster_ref.as_deref()).await?;
     location_granted(SnapshotAction::Save, &ns, location, &snap.spec.location, &cluster.grants)
         .map_err(OpError::NotGranted)?;
     let file = SnapshotFile::open(location, &ctx.args.snapshot_store)?;
@@ -164,7 +164,7 @@ async fn save(ctx: &Context, snap: &ConsulSnapshot, location: &Location) -> Resu
 
 async fn restore(ctx: &Context, snap: &ConsulSnapshot, location: &Location) -> Result<Done, OpError> {
     let ns = snap.namespace().unwrap_or_default();
-    let cluster = ctx.clusters.resolve(&ctx.client, &ns, snap.spec.cluster_ref.as_deref()).await?;
+    let cluster = ctx.clusters.resolve_acl_admin(&ctx.client, &ns, snap.spec.cluster_ref.as_deref()).await?;
     location_granted(SnapshotAction::Restore, &ns, location, &snap.spec.location, &cluster.grants)
         .map_err(OpError::NotGranted)?;
     // Reachability first: a failure here sent nothing, so it is safe to retry.

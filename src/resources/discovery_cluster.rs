@@ -73,11 +73,31 @@ pub struct DiscoveryClusterSpec {
     /// Connect to an existing Consul instead of running one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalSpec>,
-    /// What the concord objects of this namespace (KVConfig, ACLToken, ACLPolicy,
-    /// ServiceIntention, ConfigTemplate, ConsulSnapshot) may do in this Consul; see
+    /// What the concord objects of this namespace (KVConfig, ACLToken, ACLPolicy, ACLRole,
+    /// ACLBindingRule, ServiceIntention, ConfigTemplate, ConsulSnapshot) may do in this Consul; see
     /// docs/security.md. Management-equivalent ACLs are refused unless granted here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenancy: Option<TenancySpec>,
+    /// How this Consul reaches the Kubernetes API server for the ACLAuthMethods of this
+    /// namespace (TokenReview at login). Default: the address and CA concord itself
+    /// uses. Set it when Consul dials the API server at another address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_auth: Option<KubernetesAuthSpec>,
+}
+
+/// The API server as this Consul dials it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesAuthSpec {
+    /// URL of the API server, e.g. `https://kubernetes.default.svc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://')").message("host must be an https:// URL"))]
+    #[schemars(length(max = 512))]
+    pub host: Option<String>,
+    /// PEM CA bundle that signs the API server's certificate at that address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub ca_cert: Option<String>,
 }
 
 fn default_replicas() -> i32 {
@@ -102,13 +122,14 @@ pub struct TenancySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub kv_prefixes: Option<Vec<String>>,
-    /// Consul policy names ACLTokens may carry and ACLPolicies may create.
+    /// Consul policy names ACLTokens and ACLRoles may carry and ACLPolicies may create.
     /// `global-management`, and any policy whose rules hold `acl = "write"`, are allowed
     /// only when this lists `global-management` by exact name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub policies: Option<Vec<String>>,
-    /// Service names ACLTokens may carry as service identities.
+    /// Service names ACLTokens and ACLRoles may carry as service identities, and
+    /// ACLBindingRules may bind (a templated bind name needs every service: unset or `*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub service_identities: Option<Vec<String>>,
@@ -120,6 +141,12 @@ pub struct TenancySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub intention_destinations: Option<Vec<String>>,
+    /// Node names ACLRoles may carry as node identities and ACLBindingRules may bind
+    /// (`bindType: node`). Unlike the other lists, unset grants none: node identities
+    /// are new in concord, so only an explicit grant allows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub node_identities: Option<Vec<String>>,
     /// Snapshot locations (prefixes, e.g. `s3://backups/legacy/`) a Restore may read
     /// besides this namespace's own (`<root>/<namespace>/<folder>/<file>`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -200,7 +227,7 @@ pub struct SyncSpec {
     /// no object manages become objects of that kind, named like the entry; `PreparedQuery`
     /// imports the prepared queries no object marked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(k, k in ['ServiceIntention', 'ServiceDefaults', 'ServiceResolver', 'ServiceRouter', 'ServiceSplitter', 'ProxyDefaults', 'Mesh', 'ExportedServices', 'PreparedQuery'])").message("importConfigEntries names config-entry kinds concord manages (or PreparedQuery)"))]
+    #[x_kube(validation = Rule::new("self.all(k, k in ['ServiceIntention', 'ServiceDefaults', 'ServiceResolver', 'ServiceRouter', 'ServiceSplitter', 'ProxyDefaults', 'Mesh', 'ExportedServices', 'IngressGateway', 'TerminatingGateway', 'JWTProvider', 'PreparedQuery'])").message("importConfigEntries names config-entry kinds concord manages (or PreparedQuery)"))]
     #[schemars(length(max = 16))]
     pub import_config_entries: Vec<String>,
     /// How often the full anti-entropy comparison runs (Go duration, default 5m).

@@ -88,8 +88,31 @@ pub async fn run(
     controllers: Vec<Runner>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let client = kube::Client::try_default().await.map_err(RunError::KubeConfig)?;
+    let config = kube::Config::infer().await.map_err(|e| RunError::KubeConfig(kube::Error::InferConfig(e)))?;
+    let mut args = args;
+    // ACLAuthMethods default to the API server as concord itself reaches it.
+    if args.kubernetes_api_host.is_none() {
+        args.kubernetes_api_host = Some(config.cluster_url.to_string().trim_end_matches('/').to_string());
+    }
+    args.kubernetes_api_ca_pem = config.root_cert.as_deref().map(pem_bundle);
+    let client = kube::Client::try_from(config).map_err(RunError::KubeConfig)?;
     run_with_client(client, args, controllers, shutdown, None).await
+}
+
+/// DER certificates as one PEM bundle (what Consul's `CACert` takes).
+fn pem_bundle(certs: &[Vec<u8>]) -> String {
+    use base64::Engine;
+    let mut pem = String::new();
+    for der in certs {
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem
 }
 
 /// Runs the controller with a given client until `shutdown` resolves. When `bound` is
@@ -173,4 +196,21 @@ where
 
 async fn wait_stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stopped| *stopped).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_certificates_become_a_pem_bundle_consul_can_parse() {
+        let der: Vec<u8> = (0u8..100).collect();
+        let pem = pem_bundle(&[der.clone(), vec![1, 2, 3]]);
+        assert_eq!(pem.matches("-----BEGIN CERTIFICATE-----\n").count(), 2);
+        assert!(pem.ends_with("-----END CERTIFICATE-----\n"), "every line ends with a newline");
+        let first: String = pem.lines().skip(1).take_while(|l| !l.starts_with("-----")).collect();
+        use base64::Engine;
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(first).expect("base64"), der);
+        assert!(pem.lines().all(|l| l.len() <= 64), "lines of at most 64 characters");
+    }
 }

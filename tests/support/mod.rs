@@ -77,8 +77,21 @@ impl Drop for RunningController {
 
 /// Starts `concord controller` in-process, watching only `namespace`, with extra flags.
 pub async fn start_controller(client: kube::Client, namespace: &str, extra_args: &[&str]) -> RunningController {
+    let admin = client.clone();
+    start_controller_swept_by(client, admin, namespace, extra_args).await
+}
+
+/// Like [`start_controller`], for a controller whose client has less than an admin's
+/// rights (the chart's RBAC) or goes through a fault proxy: the leak sweep at its stop
+/// reads the namespace with `admin`.
+pub async fn start_controller_swept_by(
+    client: kube::Client,
+    admin: kube::Client,
+    namespace: &str,
+    extra_args: &[&str],
+) -> RunningController {
     sweep::capture_logs();
-    let kube = client.clone();
+    let kube = admin;
     let mut argv = vec!["controller", "--listen", "127.0.0.1:0", "--namespace", namespace];
     argv.extend_from_slice(extra_args);
     let args = ControllerArgs::try_parse_from(argv).expect("controller flags");

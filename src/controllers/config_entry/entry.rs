@@ -204,6 +204,13 @@ const ACRONYMS: &[(&str, &str)] = &[
     ("tlsMinVersion", "TLSMinVersion"),
     ("tlsMaxVersion", "TLSMaxVersion"),
     ("jsonFormat", "JSONFormat"),
+    ("sds", "SDS"),
+    ("caFile", "CAFile"),
+    ("jsonWebKeySet", "JSONWebKeySet"),
+    ("jwks", "JWKS"),
+    ("uri", "URI"),
+    ("jwksCluster", "JWKSCluster"),
+    ("tlsCertificates", "TLSCertificates"),
 ];
 
 /// Where the keys below a field are the user's (map keys such as subset names, Meta,
@@ -280,11 +287,16 @@ fn map_keys(v: &Value, rules: KeyRules, f: &dyn Fn(&str) -> String, from_consul:
 
 /// The reason a refusal gets, from Consul's own words: `ProtocolMismatch` when the entry
 /// needs a protocol the service does not have (L7 routing, splitting, L7 intentions),
-/// `UnknownSubset` when it names a resolver subset that does not exist, `ConsulError`
+/// `UnknownSubset` when it names a resolver subset that does not exist,
+/// `GatewayNameTaken` when a gateway of the other kind has the name, `ConsulError`
 /// otherwise.
 pub fn refusal_reason(message: &str) -> &'static str {
     let m = message.to_ascii_lowercase();
-    if m.contains("protocol") {
+    if m.contains("a \"ingress-gateway\" config entry with that name already exists")
+        || m.contains("a \"terminating-gateway\" config entry with that name already exists")
+    {
+        "GatewayNameTaken"
+    } else if m.contains("protocol") {
         "ProtocolMismatch"
     } else if m.contains("subset") {
         "UnknownSubset"
@@ -417,5 +429,17 @@ mod tests {
         );
         assert_eq!(refusal_reason(r#"does not have a subset named "v3""#), "UnknownSubset");
         assert_eq!(refusal_reason("Permission denied"), "ConsulError");
+        assert_eq!(
+            refusal_reason(
+                r#"cannot create a "terminating-gateway" config entry with name "gw", a "ingress-gateway" config entry with that name already exists"#
+            ),
+            "GatewayNameTaken"
+        );
+        assert_eq!(
+            refusal_reason(
+                r#"service "api" has protocol "tcp", which does not match defined listener protocol "http""#
+            ),
+            "ProtocolMismatch"
+        );
     }
 }

@@ -23,12 +23,15 @@
 //!   Meta (check-and-set; already gone = done).
 pub mod entry;
 mod exported_services;
+mod ingress_gateway;
+mod jwt_provider;
 mod mesh;
 mod proxy_defaults;
 mod service_defaults;
 mod service_resolver;
 mod service_router;
 mod service_splitter;
+mod terminating_gateway;
 
 use self::entry::{Claim, Decision, KeyRules, Owner, decide, from_consul_keys, owner_of, refusal_reason, winner};
 use super::consul_watch::{BLOCKING_WAIT, WatchSet, watch_index};
@@ -116,6 +119,21 @@ pub trait ConfigEntryKind:
     fn granted(&self, grants: &Grants) -> Result<(), String> {
         if is_cluster_wide::<Self>() {
             grants.intention_destination("*").map_err(|e| format!("{} is cluster-wide: {e}", Self::CONSUL_KIND))
+        } else if is_gateway::<Self>() {
+            // The gateway and each service it routes or links must be granted; and Consul
+            // lets only a token with mesh write write a gateway entry (it opens the mesh
+            // to the outside or the outside to the mesh), which the derived token holds
+            // only when every service is granted.
+            let linked = gateway_services(&self.entry_body());
+            for service in std::iter::once(self.entry_name()).chain(linked) {
+                grants.intention_destination(&service).map_err(|e| format!("{}: {e}", Self::CONSUL_KIND))?;
+            }
+            grants.intention_destination("*").map_err(|e| {
+                format!(
+                    "{} entries need Consul's mesh write, held only with every service granted: {e}",
+                    Self::CONSUL_KIND
+                )
+            })
         } else {
             grants.intention_destination(&self.entry_name())
         }
@@ -196,9 +214,34 @@ macro_rules! entry_name_of {
 }
 pub(crate) use entry_name_of;
 
-/// Kinds with one entry per cluster (proxy-defaults, mesh, exported-services).
+/// Kinds with one entry per cluster (proxy-defaults, mesh, exported-services), and
+/// jwt-provider: a provider any service's intentions may name, written with Consul's
+/// mesh write.
 fn is_cluster_wide<K: ConfigEntryKind>() -> bool {
-    [consul::MESH, "proxy-defaults", "exported-services"].contains(&K::CONSUL_KIND)
+    [consul::MESH, "proxy-defaults", "exported-services", "jwt-provider"].contains(&K::CONSUL_KIND)
+}
+
+/// Gateway kinds: named after the gateway's service, and routing to (ingress) or
+/// linking (terminating) other services.
+fn is_gateway<K: ConfigEntryKind>() -> bool {
+    ["ingress-gateway", "terminating-gateway"].contains(&K::CONSUL_KIND)
+}
+
+/// The services a gateway entry (Consul's names) routes to or links, `*` included.
+pub fn gateway_services(entry: &Value) -> Vec<String> {
+    let named = |services: &Value| -> Vec<String> {
+        services
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.get("Name")?.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let mut out = named(&entry["Services"]);
+    for listener in entry["Listeners"].as_array().into_iter().flatten() {
+        out.extend(named(&listener["Services"]));
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The entry's name and its fields as a spec (camelCase, without what Consul computes).
@@ -543,7 +586,7 @@ async fn import_unmanaged<K: ConfigEntryKind>(c: &Ctx<K>, handle: &ClusterHandle
         if owner_of(&found).is_some() || managed.contains(&entry_name) {
             continue;
         }
-        let Some(object) = importable::<K>(&found, handle) else {
+        let Some(object) = importable::<K>(&found, Some(&handle.namespace), Some(&handle.name)) else {
             tracing::info!(kind = K::CONSUL_KIND, entry = %entry_name, "entry uses features its kind cannot declare; not imported");
             continue;
         };
@@ -559,14 +602,22 @@ async fn import_unmanaged<K: ConfigEntryKind>(c: &Ctx<K>, handle: &ClusterHandle
     Ok(())
 }
 
-/// The object that would adopt `found`, when it declares that entry exactly.
-fn importable<K: ConfigEntryKind>(found: &Value, handle: &ClusterHandle) -> Option<K> {
+/// The object that would adopt `found`, when it declares that entry exactly: in
+/// `namespace`, naming `cluster` (both left out when None, as `concord import` may).
+/// The controller's import and `concord import` both use this one mapping.
+pub fn importable<K: ConfigEntryKind>(found: &Value, namespace: Option<&str>, cluster: Option<&str>) -> Option<K> {
     let (name, mut spec) = K::import(found)?;
-    spec.as_object_mut()?.insert("clusterRef".into(), Value::String(handle.name.clone()));
+    if let Some(cluster) = cluster {
+        spec.as_object_mut()?.insert("clusterRef".into(), Value::String(cluster.to_string()));
+    }
+    let mut metadata = serde_json::json!({ "name": name, "labels": { IMPORTED_LABEL: "true" } });
+    if let Some(namespace) = namespace {
+        metadata["namespace"] = Value::String(namespace.to_string());
+    }
     let object: K = serde_json::from_value(serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "metadata": { "name": name, "namespace": handle.namespace, "labels": { IMPORTED_LABEL: "true" } },
+        "metadata": metadata,
         "spec": spec,
     }))
     .ok()?;

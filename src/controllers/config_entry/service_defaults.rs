@@ -4,4 +4,4 @@
 use crate::resources::ServiceDefaults;
 
 super::field_mapped_kind!(ServiceDefaults, consul: "service-defaults", controller: "servicedefaults",
-    depends_on: ["service-router", "service-splitter", "service-intentions"], user_keys: [], opaque: []);
+    depends_on: ["service-router", "service-splitter", "service-intentions", "ingress-gateway"], user_keys: [], opaque: []);

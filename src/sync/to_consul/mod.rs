@@ -650,13 +650,24 @@ fn finish_round(
     }
     applied.nodes.extend(written.nodes);
     let write_ms = round.started.elapsed().as_millis() as u64;
+    let failed_before = *failures;
+    *full_due = next_full_due(
+        Instant::now(),
+        *full_due,
+        round.full,
+        failed_before,
+        written.error.is_some(),
+        cfg,
+        rand::random(),
+    );
     match written.error {
         None => {
             *failures = 0;
             if round.full {
                 let instances = applied.by_id.len();
                 tracing::info!(identity = %cfg.identity, changes = n, instances, write_ms, "anti-entropy pass done");
-                *full_due = Instant::now() + cfg.anti_entropy;
+            } else if failed_before > 0 {
+                tracing::info!(identity = %cfg.identity, changes = n, write_ms, "Consul answers again; a full comparison follows now");
             } else {
                 tracing::debug!(changes = n, write_ms, "catalog updated");
             }
@@ -668,10 +679,32 @@ fn finish_round(
                 error = %e, changes = round.changes, written = n, identity = %cfg.identity,
                 "catalog write failed; a full comparison follows"
             );
-            *full_due = Instant::now() + crate::context::backoff_delay(*failures, rand::random());
         }
     }
     refused
+}
+
+/// When the next full comparison is due, after a round of writes ended: the anti-entropy
+/// period after a full pass that succeeded; a backoff after a failure (`failed_before`
+/// failures came before this one); at once after the first success that follows failures,
+/// since Consul answers again and what the failed rounds left undone must not wait out
+/// the backoff (no watch event may ever come to redo it: the soak found a leader
+/// partition whose heal took 39 s this way); else unchanged.
+fn next_full_due(
+    now: Instant,
+    due: Instant,
+    full: bool,
+    failed_before: u32,
+    failed: bool,
+    cfg: &ToConsulConfig,
+    jitter: f64,
+) -> Instant {
+    match (failed, full) {
+        (true, _) => now + crate::context::backoff_delay(failed_before + 1, jitter),
+        (false, true) => now + cfg.anti_entropy,
+        (false, false) if failed_before > 0 => now,
+        (false, false) => due,
+    }
 }
 
 /// Runs Kubernetes → Consul for one DiscoveryCluster until `stop`.
@@ -973,6 +1006,29 @@ mod tests {
             status: CheckStatus::Passing,
             output: String::new(),
         }
+    }
+
+    #[test]
+    fn the_first_success_after_failed_rounds_brings_the_full_comparison_forward() {
+        let cfg = crate::sync::ToConsulConfig {
+            identity: SyncIdentity::new("me"),
+            default_sync: true,
+            allow_namespaces: Default::default(),
+            deny_namespaces: Default::default(),
+            anti_entropy: Duration::from_secs(300),
+            actor: crate::context::Actor::Controller,
+        };
+        let now = Instant::now();
+        let later = now + Duration::from_secs(120);
+        // The sixth failure in a row backs off 32 s (± 20 %).
+        let backoff = next_full_due(now, later, false, 5, true, &cfg, 0.5);
+        assert_eq!(backoff, now + Duration::from_secs(32));
+        // Then a round of fresh changes succeeds: the full comparison runs now, not in 32 s.
+        assert_eq!(next_full_due(now, backoff, false, 6, false, &cfg, 0.5), now);
+        // Without failures before, an incremental round leaves the schedule alone ...
+        assert_eq!(next_full_due(now, later, false, 0, false, &cfg, 0.5), later);
+        // ... and a full pass schedules the next one an anti-entropy period away.
+        assert_eq!(next_full_due(now, now, true, 3, false, &cfg, 0.5), now + Duration::from_secs(300));
     }
 
     #[test]

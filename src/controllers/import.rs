@@ -1,0 +1,243 @@
+//! `concord import [KIND...]`: the adoption path for config entries and prepared
+//! queries. Reads every entry of the kinds asked for (default: every kind concord
+//! manages, and prepared queries) from a Consul and prints each as a concord object
+//! (YAML, one document each) that declares exactly that entry, so it can be committed
+//! to Git and applied; the controller then adopts the entry without writing it again.
+//!
+//! The mapping is the controller's own (`config_entry::importable`,
+//! `prepared_query::importable`): the same object names, the same
+//! `concord.io/imported` label, and an entry a kind cannot declare exactly is left out
+//! (named on stderr). Entries that carry a concord owner mark belong to an object
+//! already and are left out unless `--include-owned`.
+use super::config_entry::entry::owner_of;
+use super::config_entry::{ConfigEntryKind, importable};
+use super::prepared_query;
+use crate::consul::{self, QueryOptions};
+use crate::resources::{
+    ExportedServices, IngressGateway, JWTProvider, Mesh, ProxyDefaults, ServiceDefaults, ServiceIntention,
+    ServiceResolver, ServiceRouter, ServiceSplitter, TerminatingGateway,
+};
+use serde_json::Value;
+
+/// `concord import`: print concord objects for existing Consul entries.
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// Kinds to import, e.g. `ServiceDefaults PreparedQuery` (default: every config-entry
+    /// kind concord manages, and PreparedQuery).
+    pub kinds: Vec<String>,
+    /// Consul HTTP address(es), comma-separated.
+    #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = "http://127.0.0.1:8500")]
+    pub address: String,
+    /// PEM CA certificate that signed the servers' HTTPS certificates (for `https://`
+    /// addresses; else the system's roots).
+    #[arg(long, env = "CONSUL_CACERT", value_name = "PATH")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// ACL token (read from the environment only, never a flag: flags show in `ps`).
+    #[arg(skip = std::env::var("CONSUL_HTTP_TOKEN").ok().map(crate::consul::Token::new))]
+    pub token: Option<crate::consul::Token>,
+    /// Namespace of the objects (default: none, i.e. the namespace `kubectl apply` uses).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// `spec.clusterRef` of the objects (default: none, i.e. the namespace's only DiscoveryCluster).
+    #[arg(long)]
+    pub cluster_ref: Option<String>,
+    /// Also print entries another concord object owns (their owner mark stays in Consul;
+    /// such an object reports `OwnedElsewhere` until the owner lets go).
+    #[arg(long)]
+    pub include_owned: bool,
+}
+
+/// What one kind's entries become.
+struct Kind {
+    /// The concord kind (`ServiceDefaults`).
+    name: String,
+    /// Consul's kind (`service-defaults`); empty for prepared queries.
+    consul: &'static str,
+    to_object: fn(&Value, Option<&str>, Option<&str>) -> Option<Value>,
+}
+
+fn kind<K: ConfigEntryKind>() -> Kind {
+    Kind { name: K::kind(&()).to_string(), consul: K::CONSUL_KIND, to_object: object_of::<K> }
+}
+
+fn object_of<K: ConfigEntryKind>(found: &Value, namespace: Option<&str>, cluster: Option<&str>) -> Option<Value> {
+    serde_json::to_value(importable::<K>(found, namespace, cluster)?).ok()
+}
+
+/// Every config-entry kind concord manages, in a stable order.
+fn config_entry_kinds() -> Vec<Kind> {
+    vec![
+        kind::<ServiceDefaults>(),
+        kind::<ServiceResolver>(),
+        kind::<ServiceRouter>(),
+        kind::<ServiceSplitter>(),
+        kind::<ServiceIntention>(),
+        kind::<ProxyDefaults>(),
+        kind::<Mesh>(),
+        kind::<ExportedServices>(),
+        kind::<IngressGateway>(),
+        kind::<TerminatingGateway>(),
+        kind::<JWTProvider>(),
+    ]
+}
+
+/// The kinds asked for (case-insensitive; none: all of them, PreparedQuery included).
+/// Returns the config-entry kinds and whether prepared queries are asked for.
+fn select(asked: &[String]) -> Result<(Vec<Kind>, bool), String> {
+    let all = config_entry_kinds();
+    if asked.is_empty() {
+        return Ok((all, true));
+    }
+    let known = || {
+        let mut names: Vec<String> = config_entry_kinds().into_iter().map(|k| k.name).collect();
+        names.push(prepared_query::IMPORT_KIND.to_string());
+        names.join(", ")
+    };
+    let mut queries = false;
+    let mut chosen: Vec<String> = Vec::new();
+    for a in asked {
+        if a.eq_ignore_ascii_case(prepared_query::IMPORT_KIND) {
+            queries = true;
+        } else if let Some(k) = all.iter().find(|k| k.name.eq_ignore_ascii_case(a) || k.consul == a) {
+            chosen.push(k.name.clone());
+        } else {
+            return Err(format!("unknown kind {a:?} (kinds: {})", known()));
+        }
+    }
+    Ok((all.into_iter().filter(|k| chosen.contains(&k.name)).collect(), queries))
+}
+
+/// The objects for `entries` of one kind (pure): the printed documents and one note per
+/// entry left out.
+fn objects_for(
+    kind: &Kind,
+    entries: &[Value],
+    namespace: Option<&str>,
+    cluster: Option<&str>,
+    include_owned: bool,
+) -> (Vec<Value>, Vec<String>) {
+    let mut objects = Vec::new();
+    let mut notes = Vec::new();
+    for found in entries {
+        let name = consul::ConfigEntry::name(found).to_string();
+        if let Some(owner) = owner_of(found).filter(|_| !include_owned) {
+            notes.push(format!("skipped {} {name}: owned by {owner} (--include-owned prints it)", kind.consul));
+            continue;
+        }
+        match (kind.to_object)(found, namespace, cluster) {
+            Some(object) => objects.push(object),
+            None => notes.push(format!("skipped {} {name}: uses what {} cannot declare", kind.consul, kind.name)),
+        }
+    }
+    (objects, notes)
+}
+
+/// One object as a YAML document, without status.
+fn document(mut object: Value) -> Result<String, String> {
+    if let Some(fields) = object.as_object_mut() {
+        fields.remove("status");
+    }
+    serde_yaml::to_string(&object).map_err(|e| format!("cannot write YAML: {e}"))
+}
+
+/// Entry point of `concord import`.
+pub fn main(args: ImportArgs) -> Result<(), String> {
+    let (kinds, queries) = select(&args.kinds)?;
+    let mut config = consul::ClientConfig::new(crate::cluster::external_addresses(&args.address))
+        // A command line waits for no outage: one attempt per server, then a readable error.
+        .retry(consul::RetryPolicy { max_attempts: 2, ..Default::default() });
+    if let Some(token) = args.token.clone().filter(|t| !t.is_empty()) {
+        config = config.token(token);
+    }
+    if let Some(path) = &args.ca_file {
+        config = config.ca_pem(consul::read_ca_file(path)?);
+    }
+    let client = consul::Client::new(config).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let (ns, cluster) = (args.namespace.as_deref(), args.cluster_ref.as_deref());
+    let mut documents = Vec::new();
+    let mut notes = Vec::new();
+    for kind in &kinds {
+        let entries = runtime
+            .block_on(client.config_entries_list::<Value>(kind.consul, &QueryOptions::default()))
+            .map_err(|e| {
+                format!("cannot list {} entries from {}: {e}{}", kind.consul, args.address, consul::tls_hint(&e))
+            })?
+            .value;
+        let (objects, skipped) = objects_for(kind, &entries, ns, cluster, args.include_owned);
+        documents.extend(objects);
+        notes.extend(skipped);
+    }
+    if queries {
+        let found = runtime
+            .block_on(client.prepared_queries_list(&QueryOptions::default()))
+            .map_err(|e| format!("cannot list prepared queries from {}: {e}{}", args.address, consul::tls_hint(&e)))?
+            .value;
+        for q in &found {
+            if let Some(owner) = prepared_query::owner_of(q).filter(|_| !args.include_owned) {
+                notes.push(format!("skipped prepared query {}: owned by {owner} (--include-owned prints it)", q.name));
+                continue;
+            }
+            let Some(mut object) = prepared_query::importable(q, ns.unwrap_or_default(), cluster.unwrap_or_default())
+            else {
+                notes.push(format!("skipped prepared query {}: uses what PreparedQuery cannot declare", q.name));
+                continue;
+            };
+            object.metadata.namespace = args.namespace.clone();
+            object.spec.cluster_ref = args.cluster_ref.clone();
+            documents.push(serde_json::to_value(object).map_err(|e| format!("cannot write YAML: {e}"))?);
+        }
+    }
+    for note in &notes {
+        eprintln!("concord: {note}");
+    }
+    let docs: Result<Vec<String>, String> = documents.into_iter().map(document).collect();
+    print!("{}", docs?.join("---\n"));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kinds_are_chosen_by_either_name_and_unknown_ones_are_refused() {
+        let (kinds, queries) = select(&[]).expect("all");
+        assert_eq!(kinds.len(), 11);
+        assert!(queries);
+        let (kinds, queries) = select(&["servicedefaults".into(), "jwt-provider".into()]).expect("two");
+        let names: Vec<&str> = kinds.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["ServiceDefaults", "JWTProvider"]);
+        assert!(!queries);
+        let err = select(&["Gateway".into()]).err().expect("unknown");
+        assert!(err.starts_with("unknown kind \"Gateway\" (kinds: ServiceDefaults"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn owned_and_unexpressible_entries_are_left_out_with_a_note() {
+        let sd = config_entry_kinds().into_iter().next().expect("ServiceDefaults");
+        let entries = vec![
+            json!({ "Kind": "service-defaults", "Name": "api", "Protocol": "http", "ModifyIndex": 9 }),
+            json!({ "Kind": "service-defaults", "Name": "web", "Protocol": "http",
+                "Meta": { "concord.io/owner": "team/web" } }),
+            json!({ "Kind": "service-defaults", "Name": "legacy", "Mode": "transparent" }),
+        ];
+        let (objects, notes) = objects_for(&sd, &entries, Some("team"), Some("consul"), false);
+        assert_eq!(objects.len(), 1);
+        assert_eq!(objects[0]["metadata"]["name"], json!("api"));
+        assert_eq!(objects[0]["metadata"]["namespace"], json!("team"));
+        assert_eq!(objects[0]["spec"], json!({ "clusterRef": "consul", "protocol": "http" }));
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("owned by team/web"), "{notes:?}");
+        assert!(notes[1].contains("legacy"), "{notes:?}");
+        let (objects, _) = objects_for(&sd, &entries, None, None, true);
+        assert_eq!(objects.len(), 2, "--include-owned prints the owned one too");
+        assert!(objects[0]["metadata"].get("namespace").is_none());
+        assert!(objects[0]["spec"].get("clusterRef").is_none());
+    }
+}

@@ -1,0 +1,543 @@
+//! ACLRole, ACLAuthMethod and ACLBindingRule against a real kube-apiserver and a real
+//! ACL-enabled three-server Consul. The pod-login test plays a pod: a real ServiceAccount
+//! token from the API server's TokenRequest, Consul's `/v1/acl/login` (Consul calls the
+//! API server's TokenReview over TLS with the reviewer token concord wrote only into
+//! Consul), and real calls with the token it got.
+mod support;
+
+use concord::consul::{AclBindingRule, AclRole, Client, ClientConfig, Token};
+use concord::resources::{ACLAuthMethod, ACLBindingRule, ACLRole, DiscoveryCluster};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::eventually;
+use testenv::{ConsulCluster, ConsulOptions};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+struct Env {
+    kube: kube::Client,
+    ns: String,
+    addr: String,
+    management: String,
+    admin: Client,
+    _controller: support::RunningController,
+}
+
+/// What an HTTP call with a token got: status code and body.
+async fn call(addr: &str, token: &str, method: Method, path: &str, body: &str) -> (u16, String) {
+    match reqwest::Client::new()
+        .request(method, format!("{addr}{path}"))
+        .header("X-Consul-Token", token)
+        .body(body.to_string())
+        .send()
+        .await
+    {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// The ServiceAccount `reviewer` of `ns`, allowed what Consul's TokenReview calls need.
+async fn reviewer(kube: &kube::Client, ns: &str) -> String {
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({ "metadata": { "name": "reviewer", "namespace": ns } })).expect("sa");
+    Api::<ServiceAccount>::namespaced(kube.clone(), ns).create(&PostParams::default(), &sa).await.expect("reviewer");
+    let apply = PatchParams::apply("concord-test").force();
+    let reader = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": { "name": format!("{ns}-sa-reader") },
+        "rules": [{ "apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"] }],
+    });
+    Api::<ClusterRole>::all(kube.clone())
+        .patch(&format!("{ns}-sa-reader"), &apply, &Patch::Apply(&reader))
+        .await
+        .expect("role");
+    for (binding, role) in [
+        (format!("{ns}-delegator"), "system:auth-delegator".to_string()),
+        (format!("{ns}-sa-reader"), format!("{ns}-sa-reader")),
+    ] {
+        let crb = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": { "name": binding },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
+            "subjects": [{ "kind": "ServiceAccount", "name": "reviewer", "namespace": ns }],
+        });
+        Api::<ClusterRoleBinding>::all(kube.clone())
+            .patch(&binding, &apply, &Patch::Apply(&crb))
+            .await
+            .expect("binding");
+    }
+    format!("{ns}/reviewer")
+}
+
+/// A DiscoveryCluster `consul` in `ns` on the given Consul with the management token.
+async fn cluster(kube: &kube::Client, ns: &str, addrs: &[String], management: &str, tenancy: Value, k8s_auth: Value) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "consul-token", "namespace": ns }, "stringData": { "token": management },
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(kube.clone(), ns).create(&PostParams::default(), &secret).await.expect("token Secret");
+    let mut spec = json!({ "external": { "address": addrs.join(","),
+                                         "tokenSecretRef": { "name": "consul-token", "key": "token" } } });
+    if !tenancy.is_null() {
+        spec["tenancy"] = tenancy;
+    }
+    if !k8s_auth.is_null() {
+        spec["kubernetesAuth"] = k8s_auth;
+    }
+    let dc = json!({ "apiVersion": "concord.io/v1alpha1", "kind": "DiscoveryCluster",
+                     "metadata": { "name": "consul", "namespace": ns }, "spec": spec });
+    Api::<DiscoveryCluster>::namespaced(kube.clone(), ns)
+        .patch("consul", &PatchParams::apply("owner").force(), &Patch::Apply(&dc))
+        .await
+        .expect("dc");
+}
+
+async fn env(consul: &ConsulCluster, prefix: &str, tenancy: Value, k8s_auth: Value, host_flag: &str) -> Env {
+    support::sweep::capture_logs();
+    let management = consul.management_token().expect("management token");
+    let kube_env = testenv::shared_kube().await;
+    let kube = kube_env.client().await;
+    support::install_crds(&kube).await;
+    let ns = kube_env.create_namespace(prefix).await;
+    cluster(&kube, &ns, &consul.http_addrs(), &management, tenancy, k8s_auth).await;
+    let reviewer = reviewer(&kube, &ns).await;
+    let ca = kube_env.work_dir().join("ca.crt");
+    assert!(ca.exists(), "the harness CA is at {}", ca.display());
+    let ca = ca.display().to_string();
+    let controller = support::start_controller(
+        kube.clone(),
+        &ns,
+        &[
+            "--auth-reviewer-service-account",
+            &reviewer,
+            "--kubernetes-api-host",
+            host_flag,
+            "--kubernetes-api-ca-file",
+            &ca,
+            "--acl-drift-interval",
+            "1s",
+        ],
+    )
+    .await;
+    let admin = Client::new(ClientConfig::new(consul.http_addrs()).token(Token::new(&management))).expect("client");
+    Env { kube, ns, addr: consul.http_addr(), management, admin, _controller: controller }
+}
+
+async fn apply(env: &Env, kind: &str, name: &str, spec: Value) {
+    let obj = json!({ "apiVersion": "concord.io/v1alpha1", "kind": kind,
+                      "metadata": { "name": name, "namespace": env.ns }, "spec": spec });
+    let pp = PatchParams::apply("tenant").force();
+    let r = match kind {
+        "ACLRole" => Api::<ACLRole>::namespaced(env.kube.clone(), &env.ns)
+            .patch(name, &pp, &Patch::Apply(&obj))
+            .await
+            .map(|_| ()),
+        "ACLAuthMethod" => Api::<ACLAuthMethod>::namespaced(env.kube.clone(), &env.ns)
+            .patch(name, &pp, &Patch::Apply(&obj))
+            .await
+            .map(|_| ()),
+        "ACLBindingRule" => Api::<ACLBindingRule>::namespaced(env.kube.clone(), &env.ns)
+            .patch(name, &pp, &Patch::Apply(&obj))
+            .await
+            .map(|_| ()),
+        "ACLPolicy" => Api::<concord::resources::ACLPolicy>::namespaced(env.kube.clone(), &env.ns)
+            .patch(name, &pp, &Patch::Apply(&obj))
+            .await
+            .map(|_| ()),
+        other => panic!("kind {other}"),
+    };
+    r.unwrap_or_else(|e| panic!("{kind} {name}: {e}"));
+}
+
+/// The object as JSON (any of the kinds), if it exists.
+async fn get(env: &Env, kind: &str, name: &str) -> Option<Value> {
+    let v = match kind {
+        "ACLRole" => {
+            serde_json::to_value(Api::<ACLRole>::namespaced(env.kube.clone(), &env.ns).get_opt(name).await.ok()??)
+        }
+        "ACLAuthMethod" => {
+            serde_json::to_value(Api::<ACLAuthMethod>::namespaced(env.kube.clone(), &env.ns).get_opt(name).await.ok()??)
+        }
+        "ACLBindingRule" => serde_json::to_value(
+            Api::<ACLBindingRule>::namespaced(env.kube.clone(), &env.ns).get_opt(name).await.ok()??,
+        ),
+        other => panic!("kind {other}"),
+    };
+    v.ok()
+}
+
+/// Waits for `Synced` with `status` and `reason`; returns the object.
+async fn synced(env: &Env, kind: &str, name: &str, status: &str, reason: &str) -> Value {
+    eventually(&format!("{kind} {name} Synced={status} ({reason})"), WAIT, || async {
+        let obj = get(env, kind, name).await?;
+        let c = obj.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == "Synced")?.clone();
+        let current = obj["metadata"]["generation"] == obj["status"]["observedGeneration"];
+        (current && c["status"] == status && c["reason"] == reason).then_some(obj)
+    })
+    .await
+}
+
+async fn delete(env: &Env, kind: &str, name: &str) {
+    let dp = DeleteParams::default();
+    let _ = match kind {
+        "ACLRole" => Api::<ACLRole>::namespaced(env.kube.clone(), &env.ns).delete(name, &dp).await.map(|_| ()),
+        "ACLAuthMethod" => {
+            Api::<ACLAuthMethod>::namespaced(env.kube.clone(), &env.ns).delete(name, &dp).await.map(|_| ())
+        }
+        "ACLBindingRule" => {
+            Api::<ACLBindingRule>::namespaced(env.kube.clone(), &env.ns).delete(name, &dp).await.map(|_| ())
+        }
+        other => panic!("kind {other}"),
+    };
+    eventually(&format!("{kind} {name} gone"), WAIT, || async { get(env, kind, name).await.is_none().then_some(()) })
+        .await;
+}
+
+/// A real token for ServiceAccount `name` of `ns` (created if missing), by TokenRequest.
+async fn pod_token(kube: &kube::Client, ns: &str, name: &str) -> String {
+    let api: Api<ServiceAccount> = Api::namespaced(kube.clone(), ns);
+    if api.get_opt(name).await.expect("get sa").is_none() {
+        let sa: ServiceAccount =
+            serde_json::from_value(json!({ "metadata": { "name": name, "namespace": ns } })).expect("sa");
+        api.create(&PostParams::default(), &sa).await.expect("sa created");
+    }
+    let request = TokenRequest {
+        spec: TokenRequestSpec { expiration_seconds: Some(600), ..Default::default() },
+        ..Default::default()
+    };
+    api.create_token_request(name, &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest")
+        .status
+        .expect("status")
+        .token
+}
+
+/// Consul's `/v1/acl/login`: the status and the token's JSON.
+async fn login(addr: &str, method: &str, jwt: &str) -> (u16, Value) {
+    let body = json!({ "AuthMethod": method, "BearerToken": jwt }).to_string();
+    let (status, text) = call(addr, "", Method::POST, "/v1/acl/login", &body).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+async fn rules_of(admin: &Client, method: &str) -> Vec<AclBindingRule> {
+    admin.acl_binding_rules(method).await.unwrap_or_default()
+}
+
+/// Waits until the server at `addr` knows a token a login just made in its own state (a
+/// follower applies the login's Raft write shortly after the leader answered; a stale
+/// read is answered from local state, and says 403 "ACL not found" until then).
+async fn known(addr: &str, secret: &str) {
+    eventually("the login token known to the server", WAIT, || async {
+        (call(addr, secret, Method::GET, "/v1/catalog/services?stale", "").await.0 == 200).then_some(())
+    })
+    .await
+}
+
+fn register(service: &str) -> String {
+    json!({ "Name": service, "Port": 80 }).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_logs_in_with_its_serviceaccount_token_and_gets_only_its_service_identity() {
+    let consul = ConsulCluster::start(ConsulOptions { acl: true, ..Default::default() }).await.expect("ACL Consul");
+    let kube_env = testenv::shared_kube().await;
+    // The flag names an address nothing listens on; the DiscoveryCluster's override (the
+    // address Consul dials) is the real one: login works only if the override is used.
+    let env =
+        env(&consul, "acl-login", Value::Null, json!({ "host": kube_env.server_url() }), "https://127.0.0.1:1").await;
+
+    // ACLAuthMethod: created with the host, CA and a reviewer token; TTL on its tokens.
+    apply(&env, "ACLAuthMethod", "pods", json!({ "maxTokenTTL": "10m", "description": "team pods" })).await;
+    let method = synced(&env, "ACLAuthMethod", "pods", "True", "Synced").await;
+    assert_eq!(method["status"]["host"], kube_env.server_url());
+    assert!(method["status"]["reviewerTokenExpirationTime"].is_string(), "{method}");
+    let held = env.admin.acl_auth_method_read("pods").await.expect("read").expect("method in Consul");
+    assert_eq!(held.kind, "kubernetes");
+    assert_eq!(held.config.host, kube_env.server_url());
+    assert!(held.config.ca_cert.contains("BEGIN CERTIFICATE"));
+    assert_eq!(held.description, "team pods [concord.io ".to_string() + &env.ns + "/pods]");
+    support::event(&env.kube, &env.ns, "pods", "AuthMethodSynced", false).await;
+
+    // ACLBindingRule: ServiceAccount `web` gets the service identity `web`.
+    apply(
+        &env,
+        "ACLBindingRule",
+        "web",
+        json!({ "authMethodRef": "pods", "selector": "serviceaccount.name==\"web\"", "bindType": "service", "bindName": "web" }),
+    )
+    .await;
+    let rule = synced(&env, "ACLBindingRule", "web", "True", "Synced").await;
+    let selector = format!("serviceaccount.namespace==\"{}\" and (serviceaccount.name==\"web\")", env.ns);
+    assert_eq!(rule["status"]["selector"], selector.as_str());
+    let rules = rules_of(&env.admin, "pods").await;
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].selector, selector);
+
+    // THE POD LOGIN: a real ServiceAccount token from TokenRequest, Consul's login.
+    let jwt = pod_token(&env.kube, &env.ns, "web").await;
+    let (status, token) = login(&env.addr, "pods", &jwt).await;
+    assert_eq!(status, 200, "login refused: {token}");
+    let identities = token["ServiceIdentities"].as_array().cloned().unwrap_or_default();
+    assert_eq!(identities.len(), 1, "{token}");
+    assert_eq!(identities[0]["ServiceName"], "web");
+    assert!(token["Policies"].as_array().is_none_or(|p| p.is_empty()), "no policies: {token}");
+    assert!(token["Roles"].as_array().is_none_or(|r| r.is_empty()), "no roles: {token}");
+    assert_eq!(token["AuthMethod"], "pods");
+    let expires: k8s_openapi::jiff::Timestamp =
+        token["ExpirationTime"].as_str().expect("an expiring token").parse().expect("time");
+    let left = expires.duration_since(k8s_openapi::jiff::Timestamp::now()).as_secs();
+    assert!((500..=600).contains(&left), "maxTokenTTL 10m: expires in {left}s");
+    let secret = token["SecretID"].as_str().expect("secret").to_string();
+    known(&env.addr, &secret).await;
+    // It can register its own service, not another, and reads no KV.
+    let own = call(&env.addr, &secret, Method::PUT, "/v1/agent/service/register", &register("web")).await;
+    assert_eq!(own.0, 200, "{own:?}");
+    assert_eq!(call(&env.addr, &secret, Method::PUT, "/v1/agent/service/register", &register("db")).await.0, 403);
+    env.admin.kv_put("team/config", "x", &Default::default()).await.expect("kv");
+    assert_eq!(call(&env.addr, &secret, Method::GET, "/v1/kv/team/config", "").await.0, 403);
+    assert_eq!(call(&env.addr, &secret, Method::GET, "/v1/acl/tokens", "").await.0, 403);
+
+    // Another ServiceAccount of the namespace matches no rule; `web` of another namespace
+    // (same cluster, a valid token) does not match the namespace the rule holds.
+    let db_jwt = pod_token(&env.kube, &env.ns, "db").await;
+    assert_eq!(login(&env.addr, "pods", &db_jwt).await.0, 403);
+    let other = kube_env.create_namespace("acl-login-other").await;
+    let foreign_jwt = pod_token(&env.kube, &other, "web").await;
+    let (foreign, answer) = login(&env.addr, "pods", &foreign_jwt).await;
+    assert_eq!(foreign, 403, "a ServiceAccount of another namespace logged in: {answer}");
+
+    // ACLRole: create, bind, log in with it.
+    apply(&env, "ACLPolicy", "kv-read", json!({ "rules": "key_prefix \"team/\" { policy = \"read\" }" })).await;
+    eventually("policy kv-read in Consul", WAIT, || async {
+        env.admin.acl_policy_read_by_name("kv-read").await.ok()?.map(|_| ())
+    })
+    .await;
+    apply(&env, "ACLRole", "api", json!({ "serviceIdentities": [{ "serviceName": "api" }] })).await;
+    let role = synced(&env, "ACLRole", "api", "True", "Synced").await;
+    let role_id = role["status"]["roleId"].as_str().expect("roleId").to_string();
+    support::event(&env.kube, &env.ns, "api", "RoleSynced", false).await;
+    apply(
+        &env,
+        "ACLBindingRule",
+        "api",
+        json!({ "authMethodRef": "pods", "selector": "serviceaccount.name==\"api\"", "bindType": "role", "bindName": "api" }),
+    )
+    .await;
+    synced(&env, "ACLBindingRule", "api", "True", "Synced").await;
+    let api_jwt = pod_token(&env.kube, &env.ns, "api").await;
+    let (status, api_token) = login(&env.addr, "pods", &api_jwt).await;
+    assert_eq!(status, 200, "{api_token}");
+    assert_eq!(api_token["Roles"][0]["Name"], "api", "{api_token}");
+    let api_secret = api_token["SecretID"].as_str().expect("secret").to_string();
+    known(&env.addr, &api_secret).await;
+    assert_eq!(call(&env.addr, &api_secret, Method::GET, "/v1/kv/team/config", "").await.0, 403);
+    // Role update: add the policy; the logged-in token (which holds the role) reads KV.
+    apply(&env, "ACLRole", "api", json!({ "serviceIdentities": [{ "serviceName": "api" }], "policies": ["kv-read"] }))
+        .await;
+    synced(&env, "ACLRole", "api", "True", "Synced").await;
+    let held = env.admin.acl_role_read(&role_id).await.expect("read").expect("role");
+    assert_eq!(held.policies.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), vec!["kv-read"]);
+    eventually("the role's new policy reads KV", WAIT, || async {
+        (call(&env.addr, &api_secret, Method::GET, "/v1/kv/team/config", "").await.0 == 200).then_some(())
+    })
+    .await;
+
+    // Drift, reverted: the role stripped by hand, the rule's selector widened by hand,
+    // the method's TTL changed by hand.
+    env.admin.acl_role_update(&AclRole { policies: vec![], service_identities: vec![], ..held.clone() }).await.ok();
+    let widened = AclBindingRule {
+        selector: "serviceaccount.name==\"web\"".into(),
+        ..rules_of(&env.admin, "pods").await.into_iter().find(|r| r.bind_type == "service").expect("rule")
+    };
+    env.admin.acl_binding_rule_update(&widened).await.expect("widened by hand");
+    let mut longer = env.admin.acl_auth_method_read("pods").await.expect("read").expect("method");
+    longer.max_token_ttl = Some("20m".into());
+    // Consul shows the reviewer token to a management token, so a hand edit keeps it.
+    assert!(longer.config.service_account_jwt.as_ref().is_some_and(|t| !t.is_empty()));
+    env.admin.acl_auth_method_update(&longer).await.expect("method edited by hand");
+    eventually("role drift reverted", WAIT, || async {
+        let r = env.admin.acl_role_read(&role_id).await.ok()??;
+        (r.policies.len() == 1 && r.service_identities.len() == 1).then_some(())
+    })
+    .await;
+    eventually("selector drift reverted", WAIT, || async {
+        let r = env.admin.acl_binding_rule_read(&widened.id).await.ok()??;
+        (r.selector == selector).then_some(())
+    })
+    .await;
+    eventually("method drift reverted", WAIT, || async {
+        let m = env.admin.acl_auth_method_read("pods").await.ok()??;
+        (m.max_token_ttl.as_deref().and_then(|t| concord::resources::parse_duration(t).ok())
+            == Some(Duration::from_secs(600)))
+        .then_some(())
+    })
+    .await;
+    support::event(&env.kube, &env.ns, "pods", "DriftReverted", false).await;
+    support::event(&env.kube, &env.ns, "api", "DriftReverted", false).await;
+    // Login still works after the reverts (the reviewer token is in place).
+    assert_eq!(login(&env.addr, "pods", &jwt).await.0, 200);
+
+    // Update: the rule binds another service; the method's TTL changes.
+    apply(
+        &env,
+        "ACLBindingRule",
+        "web",
+        json!({ "authMethodRef": "pods", "selector": "serviceaccount.name==\"web\"", "bindType": "service", "bindName": "web-v2" }),
+    )
+    .await;
+    apply(&env, "ACLAuthMethod", "pods", json!({ "maxTokenTTL": "5m", "description": "team pods" })).await;
+    synced(&env, "ACLBindingRule", "web", "True", "Synced").await;
+    synced(&env, "ACLAuthMethod", "pods", "True", "Synced").await;
+    let (status, v2) = login(&env.addr, "pods", &jwt).await;
+    assert_eq!(status, 200, "{v2}");
+    assert_eq!(v2["ServiceIdentities"][0]["ServiceName"], "web-v2", "{v2}");
+    let left = v2["ExpirationTime"]
+        .as_str()
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .map(|t| t.duration_since(k8s_openapi::jiff::Timestamp::now()).as_secs())
+        .expect("expiry");
+    assert!((200..=300).contains(&left), "maxTokenTTL 5m: expires in {left}s");
+
+    // The reviewer token concord wrote into Consul (shown to a management token there).
+    let reviewer_jwt = env
+        .admin
+        .acl_auth_method_read("pods")
+        .await
+        .expect("read")
+        .and_then(|m| m.config.service_account_jwt)
+        .expect("the method holds a reviewer token");
+    assert!(reviewer_jwt.expose_secret().starts_with("ey"), "a JWT");
+    // Renewal: the recorded expiry says two thirds of the reviewer token's life have
+    // passed (as after 40 minutes); concord writes a new token into Consul, records
+    // its expiry and says so. Login keeps working.
+    let soon = k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
+    Api::<ACLAuthMethod>::namespaced(env.kube.clone(), &env.ns)
+        .patch_status(
+            "pods",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "reviewerTokenExpirationTime": soon.to_string() } })),
+        )
+        .await
+        .expect("status patched");
+    support::event(&env.kube, &env.ns, "pods", "ReviewerTokenRenewed", false).await;
+    let renewed = eventually("a new reviewer token in Consul", WAIT, || async {
+        let m = env.admin.acl_auth_method_read("pods").await.ok()??;
+        m.config.service_account_jwt.filter(|t| t != &reviewer_jwt)
+    })
+    .await;
+    let status = get(&env, "ACLAuthMethod", "pods").await.expect("method");
+    let expiry: k8s_openapi::jiff::Timestamp =
+        status["status"]["reviewerTokenExpirationTime"].as_str().expect("expiry").parse().expect("time");
+    let left = expiry.duration_since(k8s_openapi::jiff::Timestamp::now()).as_secs();
+    assert!((3000..=3600).contains(&left), "a fresh hour: {left}s");
+    assert_eq!(login(&env.addr, "pods", &jwt).await.0, 200, "login with the renewed reviewer");
+
+    // Delete: each object takes its Consul object with it.
+    delete(&env, "ACLBindingRule", "api").await;
+    assert!(rules_of(&env.admin, "pods").await.iter().all(|r| r.bind_type != "role"));
+    delete(&env, "ACLRole", "api").await;
+    assert!(env.admin.acl_role_read(&role_id).await.expect("read").is_none());
+    delete(&env, "ACLAuthMethod", "pods").await;
+    assert!(env.admin.acl_auth_method_read("pods").await.expect("read").is_none());
+    assert_eq!(login(&env.addr, "pods", &jwt).await.0 / 100, 4, "no method, no login");
+    delete(&env, "ACLBindingRule", "web").await;
+
+    // Neither the reviewer token nor a login token is in any log line, Event or status.
+    let known = [
+        support::sweep::Known { what: "the management token".into(), value: env.management.clone() },
+        support::sweep::Known { what: "a login token".into(), value: secret },
+        support::sweep::Known { what: "the pod's JWT".into(), value: jwt },
+        support::sweep::Known { what: "the reviewer token".into(), value: reviewer_jwt.expose_secret().to_string() },
+        support::sweep::Known { what: "the renewed reviewer token".into(), value: renewed.expose_secret().to_string() },
+    ];
+    support::sweep::assert_no_leaks(&env.kube, &env.ns, &known).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_tenant_gets_nothing_in_consul_from_roles_methods_and_rules_it_is_not_granted() {
+    let consul = ConsulCluster::start(ConsulOptions { acl: true, ..Default::default() }).await.expect("ACL Consul");
+    let kube_env = testenv::shared_kube().await;
+    let host = kube_env.server_url();
+    let tenancy = json!({ "serviceIdentities": ["web"], "policies": ["team-*"] });
+    let a = env(&consul, "acl-tenant-a", tenancy.clone(), Value::Null, &host).await;
+    let b = env(&consul, "acl-tenant-b", tenancy, Value::Null, &host).await;
+
+    // A's method and role, as a legitimate tenant makes them.
+    apply(&a, "ACLAuthMethod", "pods", json!({ "name": "team-a-pods" })).await;
+    synced(&a, "ACLAuthMethod", "pods", "True", "Synced").await;
+    apply(&a, "ACLRole", "web", json!({ "serviceIdentities": [{ "serviceName": "web" }] })).await;
+    synced(&a, "ACLRole", "web", "True", "Synced").await;
+
+    // ACLRole: an ungranted service identity, an ungranted policy, management.
+    apply(&b, "ACLRole", "db", json!({ "serviceIdentities": [{ "serviceName": "db" }] })).await;
+    let c = synced(&b, "ACLRole", "db", "False", "NotGranted").await;
+    assert!(c.to_string().contains("serviceIdentities"), "{c}");
+    support::event(&b.kube, &b.ns, "db", "NotGranted", true).await;
+    apply(&b, "ACLRole", "admin", json!({ "policies": ["global-management"] })).await;
+    synced(&b, "ACLRole", "admin", "False", "NotGranted").await;
+    support::event(&b.kube, &b.ns, "admin", "NotGranted", true).await;
+    apply(&b, "ACLRole", "ops", json!({ "policies": ["ops-read"] })).await;
+    synced(&b, "ACLRole", "ops", "False", "NotGranted").await;
+    apply(&b, "ACLRole", "edge", json!({ "nodeIdentities": [{ "nodeName": "edge-1", "datacenter": "dc1" }] })).await;
+    synced(&b, "ACLRole", "edge", "False", "NotGranted").await;
+    for name in ["db", "admin", "ops", "edge"] {
+        assert!(b.admin.acl_role_read_by_name(name).await.expect("read").is_none(), "role {name} reached Consul");
+    }
+    // Squatting A's role name: reported, A's role untouched.
+    apply(&b, "ACLRole", "web", json!({ "serviceIdentities": [{ "serviceName": "web" }], "description": "mine" }))
+        .await;
+    synced(&b, "ACLRole", "web", "False", "NameTaken").await;
+    let a_role = a.admin.acl_role_read_by_name("web").await.expect("read").expect("A's role");
+    assert!(a_role.description.ends_with(&format!("[concord.io {}/web]", a.ns)));
+
+    // ACLAuthMethod: squatting A's method name.
+    apply(&b, "ACLAuthMethod", "pods", json!({ "name": "team-a-pods" })).await;
+    synced(&b, "ACLAuthMethod", "pods", "False", "NameTaken").await;
+    support::event(&b.kube, &b.ns, "pods", "NameTaken", true).await;
+    // ACLBindingRule on another namespace's method (through B's own squatting object).
+    apply(&b, "ACLBindingRule", "steal", json!({ "authMethodRef": "pods", "bindType": "service", "bindName": "web" }))
+        .await;
+    synced(&b, "ACLBindingRule", "steal", "False", "NotGranted").await;
+    support::event(&b.kube, &b.ns, "steal", "NotGranted", true).await;
+    assert!(rules_of(&a.admin, "team-a-pods").await.is_empty(), "B wrote a rule on A's method");
+
+    // B's own method, then rules it is not granted.
+    apply(&b, "ACLAuthMethod", "own", json!({ "name": "team-b-pods" })).await;
+    synced(&b, "ACLAuthMethod", "own", "True", "Synced").await;
+    let refused = [
+        ("db", json!({ "authMethodRef": "own", "bindType": "service", "bindName": "db" })),
+        ("any", json!({ "authMethodRef": "own", "bindType": "service", "bindName": "${serviceaccount.name}" })),
+        (
+            "widen",
+            json!({ "authMethodRef": "own", "bindType": "service", "bindName": "web",
+                          "selector": "serviceaccount.name==\"web\") or (serviceaccount.name!=\"\"" }),
+        ),
+        ("a-role", json!({ "authMethodRef": "own", "bindType": "role", "bindName": "web" })),
+        ("node", json!({ "authMethodRef": "own", "bindType": "node", "bindName": "edge-1" })),
+    ];
+    for (name, spec) in refused {
+        apply(&b, "ACLBindingRule", name, spec).await;
+        let obj = synced(&b, "ACLBindingRule", name, "False", "NotGranted").await;
+        eprintln!("refused {name}: {}", obj["status"]["conditions"]);
+        support::event(&b.kube, &b.ns, name, "NotGranted", true).await;
+    }
+    assert!(rules_of(&b.admin, "team-b-pods").await.is_empty(), "a refused rule reached Consul");
+    // A pod of B cannot log in as A's `web` through either method.
+    let jwt = pod_token(&b.kube, &b.ns, "web").await;
+    assert_eq!(login(&b.addr, "team-a-pods", &jwt).await.0, 403);
+    assert_eq!(login(&b.addr, "team-b-pods", &jwt).await.0, 403);
+    // The granted rule works, and only for B's own namespace.
+    apply(&b, "ACLBindingRule", "web", json!({ "authMethodRef": "own", "bindType": "service", "bindName": "web" }))
+        .await;
+    synced(&b, "ACLBindingRule", "web", "True", "Synced").await;
+    assert_eq!(login(&b.addr, "team-b-pods", &jwt).await.0, 200);
+    let a_jwt = pod_token(&a.kube, &a.ns, "web").await;
+    assert_eq!(login(&b.addr, "team-b-pods", &a_jwt).await.0, 403, "A's pod used B's method");
+}
