@@ -59,7 +59,7 @@ until_ok() {
 
 dump_state() {
   say "---- concord objects and their conditions"
-  kn get "discoveryclusters,kvconfigs,configtemplates,aclpolicies,acltokens,consulsnapshots,${CONFIG_ENTRY_KINDS:-serviceintentions}" -o json 2>/dev/null \
+  kn get "discoveryclusters,kvconfigs,configtemplates,aclpolicies,acltokens,aclroles,aclauthmethods,aclbindingrules,ingressgateways,terminatinggateways,jwtproviders,preparedqueries,consulsnapshots,${CONFIG_ENTRY_KINDS:-serviceintentions}" -o json 2>/dev/null \
     | jq -r '.items[] | "\(.kind)/\(.metadata.name): " + ([.status.conditions[]? | "\(.type)=\(.status) \(.reason): \(.message)"] | join("; "))' >&2 || true
   say "---- pods"
   kc get pods -A -o wide >&2 || true
@@ -416,6 +416,40 @@ entries_synced() {
 until_ok "every config entry example ($(kn get "$CONFIG_ENTRY_KINDS" -o name | wc -l) objects) Synced" 120 entries_synced
 until_ok "api's discovery chain splits 90/10 between subsets v1 and v2 (examples/canary-split.yaml)" 60 sh -c \
   "curl -sSf -H 'X-Consul-Token: $BOOTSTRAP_TOKEN' $CONSUL/v1/discovery-chain/api | jq -e '[.Chain.Nodes[] | select(.Type == \"splitter\") | .Splits[].Weight] | sort == [10, 90]'"
+synced_all() { # synced_all KINDS MIN: at least MIN objects of KINDS, each Synced=True
+  kn get "$1" -o json | jq -e --argjson min "$2" '(.items | length) >= $min and
+    ([.items[] | [.status.conditions[]? | select(.type == "Synced" and .status == "True")] | length == 1] | all)' >/dev/null
+}
+until_ok "the gateway, JWT provider and ACL login examples Synced (ingress, terminating, jwt, auth method, 2 binding rules, role)" 120 \
+  synced_all ingressgateways,terminatinggateways,jwtproviders,aclauthmethods,aclbindingrules,aclroles 7
+# Workload login (examples/aclauthmethod-pod-login.yaml): a pod of ServiceAccount web
+# logs in with its projected token; the Consul servers review it with this cluster's
+# TokenReview (the reviewer token concord wrote into the method) and give back a token
+# bound to the service identity web only. Its secret is never printed.
+kn create serviceaccount web >/dev/null 2>&1 || true
+kn apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: login-web}
+spec:
+  $RESTRICTED
+  serviceAccountName: web
+  containers:
+    - {name: login, image: $BUSYBOX_IMAGE, imagePullPolicy: Never, command: [sleep, "86400"], $CONTAINER_SC}
+EOF
+kn wait pod/login-web --for=condition=Ready --timeout "${TIMEOUT}s" >/dev/null
+pod_login() {
+  local jwt login identities secret
+  jwt=$(kn exec login-web -- cat /var/run/secrets/kubernetes.io/serviceaccount/token) || return 1
+  login=$(jq -n --arg jwt "$jwt" '{AuthMethod: "pods", BearerToken: $jwt}' |
+    curl -sSf --max-time 10 --cacert "$CONSUL_CA" -X POST --data-binary @- "$CONSUL/v1/acl/login") || { echo "login refused"; return 1; }
+  identities=$(echo "$login" | jq -c '[.ServiceIdentities[]?.ServiceName] + [.Policies[]?.Name] + [.Roles[]?.Name]')
+  secret=$(echo "$login" | jq -r .SecretID)
+  curl -sSf --max-time 10 --cacert "$CONSUL_CA" -X POST -H "X-Consul-Token: $secret" "$CONSUL/v1/acl/logout" >/dev/null || true
+  echo "$identities"
+  [ "$identities" = '["web"]' ]
+}
+until_ok "a pod of ServiceAccount web logs in to Consul with its own token and gets the service identity web only" 90 pod_login
 kv_is() { [ "$(capi "/v1/kv/$1?raw")" = "$2" ]; }
 until_ok "KVConfig app-config: config/app/log-level = info in Consul" 60 kv_is config/app/log-level info
 kv_greeting() { # the KVConfig the web pods' config is rendered from

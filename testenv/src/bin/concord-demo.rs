@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use testenv::{ConsulCluster, ConsulOptions, KubeEnv, KubeOptions};
 
 const NAMESPACE: &str = "demo";
+/// The ServiceAccount Consul reviews pod logins with (`--auth-reviewer-service-account`).
+const REVIEWER: &str = "auth-reviewer";
 const MANAGER: &str = "concord-demo";
 /// Secret (in the demo namespace) with the Consul management token concord uses.
 const TOKEN_SECRET: &str = "consul-token";
@@ -146,6 +148,21 @@ async fn run() -> Result<(), String> {
         return Err(format!("writing service-defaults for api: HTTP {}", resp.status()));
     }
 
+    // The ServiceAccount whose short-lived token Consul's kubernetes auth method reviews
+    // logins with (examples/aclauthmethod-pod-login.yaml; the chart makes the same one).
+    let reviewer = format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {REVIEWER}, namespace: {NAMESPACE}}}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: concord-demo-auth-reviewer}}\n\
+         rules: [{{apiGroups: [\"\"], resources: [serviceaccounts], verbs: [get]}}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: concord-demo-auth-reviewer}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: concord-demo-auth-reviewer}}\n\
+         subjects: [{{kind: ServiceAccount, name: {REVIEWER}, namespace: {NAMESPACE}}}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: concord-demo-auth-delegator}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:auth-delegator}}\n\
+         subjects: [{{kind: ServiceAccount, name: {REVIEWER}, namespace: {NAMESPACE}}}]\n"
+    );
+    apply_yaml(&client, Some(NAMESPACE), &reviewer, |_| {}).await?;
+
     let t = step("starting concord controller");
     let kubeconfig = kube.kubeconfig_path().to_path_buf();
     let port =
@@ -154,6 +171,7 @@ async fn run() -> Result<(), String> {
     let log_file = std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     let child = Command::new(&args.concord)
         .args(["controller", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--auth-reviewer-service-account", &format!("{NAMESPACE}/{REVIEWER}")])
         .env("KUBECONFIG", &kubeconfig)
         .stdout(Stdio::null())
         .stderr(log_file)
