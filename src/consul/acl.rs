@@ -266,6 +266,13 @@ impl Client {
         Ok(resp.value.unwrap_or_default())
     }
 
+    /// `GET /v1/acl/roles`.
+    pub async fn acl_roles(&self) -> Result<Vec<AclRole>> {
+        let req = self.read(["v1", "acl", "roles"], &QueryOptions::default());
+        let resp = self.query::<Option<Vec<AclRole>>>(&req).await?;
+        Ok(resp.value.unwrap_or_default())
+    }
+
     /// `PUT /v1/acl/role`; names are unique, so not retried after an ambiguous failure.
     pub async fn acl_role_create(&self, role: &AclRole) -> Result<AclRole> {
         let req = self.request(Method::PUT, ["v1", "acl", "role"]).json_body(role)?.not_idempotent();

@@ -225,9 +225,10 @@ pub struct SyncSpec {
     pub import_intentions: Option<bool>,
     /// Kinds (e.g. `ServiceDefaults`, `ServiceResolver`) whose Consul config entries that
     /// no object manages become objects of that kind, named like the entry; `PreparedQuery`
-    /// imports the prepared queries no object marked.
+    /// imports the prepared queries no object marked; `ACLRole` imports and adopts the
+    /// ACL roles without a concord mark whose policies and identities `tenancy` grants.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(k, k in ['ServiceIntention', 'ServiceDefaults', 'ServiceResolver', 'ServiceRouter', 'ServiceSplitter', 'ProxyDefaults', 'Mesh', 'ExportedServices', 'IngressGateway', 'TerminatingGateway', 'JWTProvider', 'PreparedQuery'])").message("importConfigEntries names config-entry kinds concord manages (or PreparedQuery)"))]
+    #[x_kube(validation = Rule::new("self.all(k, k in ['ServiceIntention', 'ServiceDefaults', 'ServiceResolver', 'ServiceRouter', 'ServiceSplitter', 'ProxyDefaults', 'Mesh', 'ExportedServices', 'IngressGateway', 'TerminatingGateway', 'JWTProvider', 'PreparedQuery', 'ACLRole'])").message("importConfigEntries names config-entry kinds concord manages (or PreparedQuery, ACLRole)"))]
     #[schemars(length(max = 16))]
     pub import_config_entries: Vec<String>,
     /// How often the full anti-entropy comparison runs (Go duration, default 5m).
