@@ -303,6 +303,13 @@ impl Client {
         self.call_unit(&req).await
     }
 
+    /// `GET /v1/acl/auth-methods` (stubs: no `Config`; read each for it).
+    pub async fn acl_auth_methods(&self) -> Result<Vec<AclAuthMethod>> {
+        let req = self.read(["v1", "acl", "auth-methods"], &QueryOptions::default());
+        let resp = self.query::<Option<Vec<AclAuthMethod>>>(&req).await?;
+        Ok(resp.value.unwrap_or_default())
+    }
+
     /// `PUT /v1/acl/auth-method`; names are unique, so not retried after an ambiguous failure.
     pub async fn acl_auth_method_create(&self, method: &AclAuthMethod) -> Result<AclAuthMethod> {
         let req = self.request(Method::PUT, ["v1", "acl", "auth-method"]).json_body(method)?.not_idempotent();

@@ -41,10 +41,7 @@ pub use super::ObjectError as Error;
 /// The kind's name in `spec.sync.importConfigEntries`.
 pub const IMPORT_KIND: &str = "ACLRole";
 
-/// Whether a Consul description carries any concord mark (of any object).
-pub fn marked(description: &str) -> bool {
-    description.rsplit_once("[concord.io ").is_some_and(|(_, rest)| rest.ends_with(']') && !rest.contains(' '))
-}
+pub use super::acl_object::marked;
 
 object_status!(ACLRole, ACLRoleStatus);
 
