@@ -417,16 +417,28 @@ async fn a_pod_logs_in_with_its_serviceaccount_token_and_gets_only_its_service_i
     // Renewal: the recorded expiry says two thirds of the reviewer token's life have
     // passed (as after 40 minutes); concord writes a new token into Consul, records
     // its expiry and says so. Login keeps working.
-    let soon = k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
-    Api::<ACLAuthMethod>::namespaced(env.kube.clone(), &env.ns)
-        .patch_status(
-            "pods",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": { "reviewerTokenExpirationTime": soon.to_string() } })),
-        )
-        .await
-        .expect("status patched");
-    support::event(&env.kube, &env.ns, "pods", "ReviewerTokenRenewed", false).await;
+    // The controller also writes this status every drift interval, and a reconcile that
+    // began before the patch reached its cache writes the old expiry back (seen under
+    // load): the test patches again until the renewal is reported.
+    let methods = Api::<ACLAuthMethod>::namespaced(env.kube.clone(), &env.ns);
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.kube.clone(), &env.ns);
+    eventually("a ReviewerTokenRenewed event on pods", Duration::from_secs(90), || async {
+        let soon = k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
+        let patch = json!({ "status": { "reviewerTokenExpirationTime": soon.to_string() } });
+        methods.patch_status("pods", &PatchParams::default(), &Patch::Merge(patch)).await.ok()?;
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let list = events.list(&Default::default()).await.ok()?;
+            if list.items.iter().any(|e| {
+                e.reason.as_deref() == Some("ReviewerTokenRenewed")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("pods")
+            }) {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await;
     let renewed = eventually("a new reviewer token in Consul", WAIT, || async {
         let m = env.admin.acl_auth_method_read("pods").await.ok()??;
         m.config.service_account_jwt.filter(|t| t != &reviewer_jwt)
