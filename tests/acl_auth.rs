@@ -553,3 +553,179 @@ async fn a_hostile_tenant_gets_nothing_in_consul_from_roles_methods_and_rules_it
     let a_jwt = pod_token(&a.kube, &a.ns, "web").await;
     assert_eq!(login(&b.addr, "team-b-pods", &a_jwt).await.0, 403, "A's pod used B's method");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unmarked_roles_are_imported_and_adopted_only_when_the_namespace_is_granted_them() {
+    let consul = ConsulCluster::start(ConsulOptions { acl: true, ..Default::default() }).await.expect("ACL Consul");
+    let host = testenv::shared_kube().await.server_url();
+    let tenancy = json!({ "serviceIdentities": ["web"], "policies": ["team-*"] });
+    let env = env(&consul, "acl-import", tenancy, Value::Null, &host).await;
+    // Made by hand in Consul: a role the namespace is granted, and one it is not.
+    let policy = concord::consul::AclPolicy {
+        name: "team-read".into(),
+        rules: r#"service_prefix "" { policy = "read" }"#.into(),
+        ..Default::default()
+    };
+    env.admin.acl_policy_create(&policy).await.expect("policy");
+    let granted = AclRole {
+        name: "ops".into(),
+        description: "made by hand".into(),
+        policies: vec![concord::consul::AclLink::by_name("team-read")],
+        service_identities: vec![concord::consul::AclServiceIdentity {
+            service_name: "web".into(),
+            datacenters: vec![],
+        }],
+        ..Default::default()
+    };
+    let granted = env.admin.acl_role_create(&granted).await.expect("granted role");
+    let ungranted = AclRole {
+        name: "db-admin".into(),
+        description: "by hand too".into(),
+        service_identities: vec![concord::consul::AclServiceIdentity {
+            service_name: "db".into(),
+            datacenters: vec![],
+        }],
+        ..Default::default()
+    };
+    let ungranted = env.admin.acl_role_create(&ungranted).await.expect("ungranted role");
+
+    // The CLI prints the granted role as an object (and marks nothing without --adopt).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(["import", "ACLRole", "--namespace", &env.ns, "--cluster-ref", "consul", "--address", &env.addr])
+        .env("CONSUL_HTTP_TOKEN", &env.management)
+        .env_remove("CONSUL_HTTP_ADDR")
+        .output()
+        .expect("concord import runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains(&env.management) && !stdout.contains(&env.management), "the token was printed");
+    let docs: Vec<Value> = stdout.split("---\n").map(|d| serde_yaml::from_str(d).expect("YAML")).collect();
+    let ops = docs.iter().find(|d| d["metadata"]["name"] == "ops").unwrap_or_else(|| panic!("ops in {stdout}"));
+    assert_eq!(ops["kind"], "ACLRole");
+    assert_eq!(ops["metadata"]["namespace"], json!(env.ns));
+    assert_eq!(
+        ops["spec"],
+        json!({ "clusterRef": "consul", "description": "made by hand", "policies": ["team-read"],
+                "serviceIdentities": [{ "serviceName": "web" }] })
+    );
+    assert!(stderr.contains("not adopted until marked"), "{stderr}");
+    assert_eq!(env.admin.acl_role_read(&granted.id).await.expect("read").expect("ops").description, "made by hand");
+    // An unknown --adopt use is one readable line.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(["import", "ACLRole", "--adopt", "--address", &env.addr])
+        .env_remove("CONSUL_HTTP_TOKEN")
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    assert_eq!(String::from_utf8_lossy(&bad.stderr).trim().lines().count(), 1, "{:?}", bad.stderr);
+
+    // The DiscoveryCluster asks for ACLRole imports.
+    let patch = json!({ "spec": { "sync": { "importConfigEntries": ["ACLRole"] } } });
+    Api::<DiscoveryCluster>::namespaced(env.kube.clone(), &env.ns)
+        .patch("consul", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("import on");
+    let obj = synced(&env, "ACLRole", "ops", "True", "Synced").await;
+    assert_eq!(obj["metadata"]["labels"]["concord.io/imported"], "true");
+    assert_eq!(obj["status"]["roleId"], json!(granted.id), "the hand-made role was adopted, not recreated");
+    let held = env.admin.acl_role_read(&granted.id).await.expect("read").expect("ops");
+    assert_eq!(held.description, format!("made by hand [concord.io {}/ops]", env.ns));
+    assert_eq!(
+        AclRole { description: granted.description.clone(), modify_index: granted.modify_index, ..held },
+        granted
+    );
+
+    // The ungranted role: no object, named in an Event on the DiscoveryCluster, untouched.
+    support::event(&env.kube, &env.ns, "consul", "ImportRefused", true).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // a few import rounds
+    assert!(get(&env, "ACLRole", "db-admin").await.is_none(), "an ungranted role was imported");
+    let still = env.admin.acl_role_read(&ungranted.id).await.expect("read").expect("db-admin");
+    assert_eq!(still, ungranted, "the ungranted role was changed");
+
+    // The adopted role is the object's now: an edit is synced, delete removes it.
+    let edit = json!({ "spec": { "serviceIdentities": null } });
+    Api::<ACLRole>::namespaced(env.kube.clone(), &env.ns)
+        .patch("ops", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("edit");
+    eventually("the update reaches Consul", WAIT, || async {
+        let r = env.admin.acl_role_read(&granted.id).await.ok()??;
+        r.service_identities.is_empty().then_some(())
+    })
+    .await;
+    delete(&env, "ACLRole", "ops").await;
+    assert!(env.admin.acl_role_read(&granted.id).await.expect("read").is_none(), "the adopted role stayed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unmarked_kubernetes_methods_are_imported_only_when_every_rule_holds_to_the_namespace() {
+    let consul = ConsulCluster::start(ConsulOptions { acl: true, ..Default::default() }).await.expect("ACL Consul");
+    let kube_env = testenv::shared_kube().await;
+    let host = kube_env.server_url();
+    let ca = std::fs::read_to_string(kube_env.work_dir().join("ca.crt")).expect("CA");
+    let env = env(&consul, "acl-import-m", json!({ "serviceIdentities": ["web"] }), Value::Null, &host).await;
+    // Made by hand: a method pointing at a wrong host, with a rule held to this namespace;
+    // and one whose rule serves another namespace.
+    let jwt = pod_token(&env.kube, &env.ns, "hand").await;
+    let method = |name: &str| concord::consul::AclAuthMethod {
+        name: name.into(),
+        kind: "kubernetes".into(),
+        description: "by hand".into(),
+        config: concord::consul::KubernetesAuthConfig {
+            host: "https://127.0.0.1:1".into(),
+            ca_cert: ca.clone(),
+            service_account_jwt: Some(Token::new(&jwt)),
+        },
+        ..Default::default()
+    };
+    env.admin.acl_auth_method_create(&method("hand-pods")).await.expect("method");
+    env.admin.acl_auth_method_create(&method("shared-pods")).await.expect("method");
+    let rule = |m: &str, ns: &str| AclBindingRule {
+        auth_method: m.into(),
+        selector: format!("serviceaccount.namespace==\"{ns}\""),
+        bind_type: "service".into(),
+        bind_name: "web".into(),
+        ..Default::default()
+    };
+    let held = env.admin.acl_binding_rule_create(&rule("hand-pods", &env.ns)).await.expect("rule");
+    env.admin.acl_binding_rule_create(&rule("shared-pods", "elsewhere")).await.expect("rule");
+
+    // The CLI prints the first, names the second, and says adoption takes the host over.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(["import", "ACLAuthMethod", "--namespace", &env.ns, "--address", &env.addr])
+        .env("CONSUL_HTTP_TOKEN", &env.management)
+        .env_remove("CONSUL_HTTP_ADDR")
+        .output()
+        .expect("concord import runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stdout.contains(&jwt) && !stderr.contains(&jwt), "the reviewer JWT was printed");
+    let docs: Vec<Value> = stdout.split("---\n").map(|d| serde_yaml::from_str(d).expect("YAML")).collect();
+    assert_eq!(docs.len(), 1, "{stdout}");
+    assert_eq!(docs[0]["kind"], "ACLAuthMethod");
+    assert_eq!(docs[0]["metadata"]["name"], "hand-pods");
+    assert_eq!(docs[0]["spec"], json!({ "description": "by hand" }));
+    assert!(stderr.contains("shared-pods") && stderr.contains("not held to namespace"), "{stderr}");
+    assert!(stderr.contains("host, CA and reviewer token"), "{stderr}");
+
+    let patch = json!({ "spec": { "sync": { "importConfigEntries": ["ACLAuthMethod"] } } });
+    Api::<DiscoveryCluster>::namespaced(env.kube.clone(), &env.ns)
+        .patch("consul", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("import on");
+    let obj = synced(&env, "ACLAuthMethod", "hand-pods", "True", "Synced").await;
+    assert_eq!(obj["metadata"]["labels"]["concord.io/imported"], "true");
+    let adopted = env.admin.acl_auth_method_read("hand-pods").await.expect("read").expect("method");
+    assert_eq!(adopted.description, format!("by hand [concord.io {}/hand-pods]", env.ns));
+    assert_eq!(adopted.config.host, host, "concord took the host over");
+    assert_eq!(rules_of(&env.admin, "hand-pods").await, vec![held], "the rule is untouched");
+    // Logins through the adopted method now reach this API server.
+    let web = pod_token(&env.kube, &env.ns, "web").await;
+    assert_eq!(login(&env.addr, "hand-pods", &web).await.0, 200);
+
+    support::event(&env.kube, &env.ns, "consul", "ImportRefused", true).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(get(&env, "ACLAuthMethod", "shared-pods").await.is_none(), "a shared method was imported");
+    let shared = env.admin.acl_auth_method_read("shared-pods").await.expect("read").expect("method");
+    assert_eq!((shared.description.as_str(), shared.config.host.as_str()), ("by hand", "https://127.0.0.1:1"));
+}

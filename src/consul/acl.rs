@@ -266,6 +266,13 @@ impl Client {
         Ok(resp.value.unwrap_or_default())
     }
 
+    /// `GET /v1/acl/roles`.
+    pub async fn acl_roles(&self) -> Result<Vec<AclRole>> {
+        let req = self.read(["v1", "acl", "roles"], &QueryOptions::default());
+        let resp = self.query::<Option<Vec<AclRole>>>(&req).await?;
+        Ok(resp.value.unwrap_or_default())
+    }
+
     /// `PUT /v1/acl/role`; names are unique, so not retried after an ambiguous failure.
     pub async fn acl_role_create(&self, role: &AclRole) -> Result<AclRole> {
         let req = self.request(Method::PUT, ["v1", "acl", "role"]).json_body(role)?.not_idempotent();
@@ -294,6 +301,13 @@ impl Client {
     pub async fn acl_role_delete(&self, id: &str) -> Result<()> {
         let req = self.request(Method::DELETE, ["v1", "acl", "role", id]);
         self.call_unit(&req).await
+    }
+
+    /// `GET /v1/acl/auth-methods` (stubs: no `Config`; read each for it).
+    pub async fn acl_auth_methods(&self) -> Result<Vec<AclAuthMethod>> {
+        let req = self.read(["v1", "acl", "auth-methods"], &QueryOptions::default());
+        let resp = self.query::<Option<Vec<AclAuthMethod>>>(&req).await?;
+        Ok(resp.value.unwrap_or_default())
     }
 
     /// `PUT /v1/acl/auth-method`; names are unique, so not retried after an ambiguous failure.

@@ -20,14 +20,26 @@
 //! - Ownership: the mark `[concord.io <ns>/<name>]` in the description (`NameTaken`
 //!   otherwise); drift is written back every `--acl-drift-interval`; delete removes the
 //!   method (and with it, in Consul, its binding rules and login tokens).
-use super::acl_object::{self, marked_description, object_status, ownership_mark, report, write_status};
+//! - Import: a DiscoveryCluster listing `ACLAuthMethod` in
+//!   `spec.sync.importConfigEntries` gets an ACLAuthMethod (named like the method) for
+//!   every unmarked `kubernetes` method whose binding rules all hold logins to the
+//!   DiscoveryCluster's namespace (else the namespace could delete or bind on a method
+//!   serving others); the method is adopted (its description marked), and from then on
+//!   concord writes its host, CA and reviewer token like any of its methods. A method of
+//!   another type, or with a rule held elsewhere, is not imported and is named in a
+//!   Warning Event `ImportRefused` on the DiscoveryCluster.
+use super::acl_object::{
+    self, marked, marked_description, object_status, ownership_mark, report, selector_held_to, write_status,
+};
 use super::acl_token::renew_at;
+use super::config_entry::{IMPORTED_LABEL, is_dns_subdomain};
 use super::{drive, object_key, reconcile_with_finalizer, requeue_after_failure, watched_api};
 use crate::cluster::ClusterError;
 use crate::consul::{self, AclAuthMethod, KubernetesAuthConfig, Token};
 use crate::context::Context;
 use crate::resources::{
-    ACLAuthMethod, ACLAuthMethodStatus, ConditionUpdate, DiscoveryCluster, TokenLocality, parse_duration, types,
+    ACLAuthMethod, ACLAuthMethodSpec, ACLAuthMethodStatus, ConditionUpdate, DiscoveryCluster, TokenLocality,
+    parse_duration, types,
 };
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -46,6 +58,58 @@ pub const FINALIZER: &str = "concord.io/aclauthmethod";
 pub const REVIEWER_TTL: Duration = Duration::from_secs(3600);
 
 pub use super::ObjectError as Error;
+
+/// The kind's name in `spec.sync.importConfigEntries`.
+pub const IMPORT_KIND: &str = "ACLAuthMethod";
+
+/// The object that would adopt `found` (read by name, with its `Config`), when it is a
+/// `kubernetes` method the object declares exactly, host, CA and reviewer token aside
+/// (adoption hands those to concord): named like the method, in `namespace`, naming
+/// `cluster`. The controller's import and `concord import` both use this one mapping.
+pub fn importable(found: &AclAuthMethod, namespace: Option<&str>, cluster: Option<&str>) -> Option<ACLAuthMethod> {
+    if found.kind != "kubernetes" || !is_dns_subdomain(&found.name) || marked(&found.description) {
+        return None;
+    }
+    if found.description.trim() != found.description {
+        return None;
+    }
+    let some = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
+    let spec = ACLAuthMethodSpec {
+        cluster_ref: cluster.map(str::to_string),
+        name: None,
+        display_name: some(&found.display_name),
+        description: some(&found.description),
+        max_token_ttl: found.max_token_ttl.clone().filter(|t| !ttl_of(Some(t)).is_zero()),
+        token_locality: (found.token_locality == "global").then_some(TokenLocality::Global),
+    };
+    let mut object = ACLAuthMethod::new(&found.name, spec);
+    object.metadata.namespace = namespace.map(str::to_string);
+    object.metadata.labels = Some([(IMPORTED_LABEL.to_string(), "true".to_string())].into());
+    let endpoint = Endpoint { host: found.config.host.clone(), ca_cert: found.config.ca_cert.clone() };
+    let declared = desired_method(&object, &endpoint);
+    let adopted = AclAuthMethod { config: declared.config.clone(), ..adopted(found, namespace.unwrap_or_default()) };
+    method_matches(&adopted, &declared).then_some(object)
+}
+
+/// `found` with the mark of the object [`importable`] makes for it in `namespace`.
+pub fn adopted(found: &AclAuthMethod, namespace: &str) -> AclAuthMethod {
+    let description = marked_description(Some(&found.description), namespace, &found.name);
+    AclAuthMethod { description, ..found.clone() }
+}
+
+/// Why `found` is not imported into `namespace`, given its binding rules (pure).
+pub fn import_refusal(found: &AclAuthMethod, rules: &[consul::AclBindingRule], namespace: &str) -> Option<String> {
+    if found.kind != "kubernetes" {
+        return Some(format!("auth method {} is of type {:?}, not kubernetes; not imported", found.name, found.kind));
+    }
+    if let Some(r) = rules.iter().find(|r| !selector_held_to(&r.selector, namespace)) {
+        return Some(format!(
+            "auth method {} has binding rule {} not held to namespace {namespace}; not imported",
+            found.name, r.id
+        ));
+    }
+    None
+}
 
 object_status!(ACLAuthMethod, ACLAuthMethodStatus);
 
@@ -299,10 +363,81 @@ fn error_policy(m: Arc<ACLAuthMethod>, error: &Error, ctx: Arc<Context>) -> Acti
     requeue_after_failure(&ctx, CONTROLLER, m.as_ref(), error.category())
 }
 
+/// Whether `dc` asks for unmanaged methods to be imported.
+pub fn wants_import(dc: &DiscoveryCluster) -> bool {
+    dc.spec.sync.as_ref().is_some_and(|s| s.import_config_entries.iter().any(|k| k == IMPORT_KIND))
+}
+
+async fn import_unmanaged(
+    ctx: &Context,
+    dc: &DiscoveryCluster,
+    told: &mut std::collections::HashSet<String>,
+) -> Result<(), String> {
+    let ns = dc.namespace().unwrap_or_default();
+    let cluster =
+        ctx.clusters.resolve_acl_admin(&ctx.client, &ns, Some(&dc.name_any())).await.map_err(|e| e.to_string())?;
+    let stubs = cluster.consul.acl_auth_methods().await.map_err(|e| e.to_string())?;
+    let api: Api<ACLAuthMethod> = Api::namespaced(ctx.client.clone(), &ns);
+    let objects = api.list(&Default::default()).await.map_err(|e| e.to_string())?;
+    let declared: Vec<String> =
+        objects.items.iter().map(|m| m.spec.name.clone().unwrap_or_else(|| m.name_any())).collect();
+    let dc_ref = dc.object_ref(&());
+    for stub in stubs {
+        if marked(&stub.description) || declared.contains(&stub.name) {
+            continue;
+        }
+        let Some(found) = cluster.consul.acl_auth_method_read(&stub.name).await.map_err(|e| e.to_string())? else {
+            continue;
+        };
+        let rules = cluster.consul.acl_binding_rules(&found.name).await.map_err(|e| e.to_string())?;
+        let refusal = import_refusal(&found, &rules, &ns).map(Err).unwrap_or_else(|| {
+            importable(&found, Some(&ns), Some(&dc.name_any())).ok_or_else(|| {
+                format!("auth method {} uses what ACLAuthMethod cannot declare; not imported", found.name)
+            })
+        });
+        let object = match refusal {
+            Ok(object) => object,
+            Err(msg) => {
+                if told.insert(format!("{ns}/{}|{msg}", dc.name_any())) {
+                    tracing::info!(method = %found.name, "{msg}");
+                    ctx.event(&dc_ref, true, "ImportRefused", "Import", msg).await;
+                }
+                continue;
+            }
+        };
+        // Create first, then mark: the method is marked only for the object made here.
+        match api.create(&PostParams::default(), &object).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+        cluster.consul.acl_auth_method_update(&adopted(&found, &ns)).await.map_err(|e| e.to_string())?;
+        tracing::info!(method = %found.name, namespace = %ns, "imported ACL auth method");
+    }
+    Ok(())
+}
+
+/// Imports for every DiscoveryCluster that asks for it, every `--acl-drift-interval`.
+async fn import_loop(ctx: Arc<Context>) {
+    let mut told = std::collections::HashSet::new();
+    loop {
+        if let Ok(dcs) = watched_api::<DiscoveryCluster>(&ctx).list(&Default::default()).await {
+            for dc in dcs.items.iter().filter(|dc| wants_import(dc)) {
+                if let Err(e) = import_unmanaged(&ctx, dc, &mut told).await {
+                    tracing::warn!(cluster = %object_key(dc), error = %e, "importing ACL auth methods failed");
+                }
+            }
+        }
+        tokio::time::sleep(ctx.args.acl_drift_interval).await;
+    }
+}
+
 /// Runs the controller until `stop` resolves.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let controller = Controller::new(watched_api::<ACLAuthMethod>(&ctx), watcher::Config::default());
+    let importer = tokio::spawn(import_loop(ctx.clone()));
     drive(ctx, CONTROLLER, controller, reconcile, error_policy, stop).await;
+    importer.abort();
 }
 
 #[cfg(test)]
@@ -356,5 +491,32 @@ mod tests {
         let mut longer = desired.clone();
         longer.max_token_ttl = Some("2h".into());
         assert!(!method_matches(&longer, &desired));
+    }
+
+    #[test]
+    fn import_takes_kubernetes_methods_whose_rules_hold_to_the_namespace() {
+        let found = AclAuthMethod {
+            name: "pods".into(),
+            kind: "kubernetes".into(),
+            description: "by hand".into(),
+            max_token_ttl: Some("1h0m0s".into()),
+            config: KubernetesAuthConfig {
+                host: "https://h".into(),
+                ca_cert: "CA\n".into(),
+                service_account_jwt: None,
+            },
+            ..Default::default()
+        };
+        let object = importable(&found, Some("team"), Some("consul")).expect("importable");
+        assert_eq!(object.spec.max_token_ttl.as_deref(), Some("1h0m0s"));
+        assert_eq!(object.spec.description.as_deref(), Some("by hand"));
+        assert_eq!(adopted(&found, "team").description, "by hand [concord.io team/pods]");
+        let jwt = AclAuthMethod { kind: "jwt".into(), ..found.clone() };
+        assert!(importable(&jwt, Some("team"), None).is_none());
+        assert!(import_refusal(&jwt, &[], "team").expect("refused").contains("\"jwt\""));
+        let rule = |selector: &str| consul::AclBindingRule { selector: selector.into(), ..Default::default() };
+        assert!(import_refusal(&found, &[rule("serviceaccount.namespace==\"team\"")], "team").is_none());
+        assert!(import_refusal(&found, &[rule("serviceaccount.namespace==\"other\"")], "team").is_some());
+        assert!(import_refusal(&found, &[rule("")], "team").is_some(), "a rule for every namespace");
     }
 }

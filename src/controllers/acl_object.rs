@@ -64,6 +64,23 @@ pub fn owned_by_namespace(description: &str, namespace: &str) -> bool {
     })
 }
 
+/// Whether a Consul description carries any concord mark (of any object).
+pub fn marked(description: &str) -> bool {
+    description.rsplit_once("[concord.io ").is_some_and(|(_, rest)| rest.ends_with(']') && !rest.contains(' '))
+}
+
+/// Whether a binding rule's selector already holds logins to `namespace`: exactly
+/// `serviceaccount.namespace=="<namespace>"`, or that `and (<rest>)` with no parenthesis
+/// in the rest (strict: so the rest cannot close the group and widen it).
+pub fn selector_held_to(selector: &str, namespace: &str) -> bool {
+    let clause = format!("serviceaccount.namespace==\"{namespace}\"");
+    selector == clause
+        || selector
+            .strip_prefix(&format!("{clause} and ("))
+            .and_then(|rest| rest.strip_suffix(')'))
+            .is_some_and(|rest| !rest.contains(['(', ')']))
+}
+
 /// Writes `status` (with one condition updated) for `obj`.
 pub(crate) async fn write_status<K: WithStatus>(
     ctx: &Context,
@@ -117,5 +134,17 @@ mod tests {
         assert!(!owned_by_namespace("made by hand", "team"));
         // A hand-made description that quotes a mark mid-text does not count.
         assert!(!owned_by_namespace("[concord.io team/web] copied", "team"));
+        assert!(marked("x [concord.io other/web]") && !marked("made by hand"));
+    }
+
+    #[test]
+    fn a_selector_is_held_to_a_namespace_only_when_it_cannot_widen() {
+        assert!(selector_held_to("serviceaccount.namespace==\"team\"", "team"));
+        assert!(selector_held_to("serviceaccount.namespace==\"team\" and (serviceaccount.name==web)", "team"));
+        assert!(!selector_held_to("serviceaccount.namespace==\"other\"", "team"));
+        assert!(!selector_held_to("", "team"));
+        assert!(!selector_held_to("serviceaccount.name==web", "team"));
+        let widen = "serviceaccount.namespace==\"team\" and (serviceaccount.name==web) or (serviceaccount.name!=\"\")";
+        assert!(!selector_held_to(widen, "team"));
     }
 }

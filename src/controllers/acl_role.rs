@@ -7,13 +7,26 @@
 //! (management-equivalent ones only by exact `global-management`), every service
 //! identity by `serviceIdentities`, every node identity by `nodeIdentities`. Consul is
 //! compared every `--acl-drift-interval`; drift is written back.
+//!
+//! Import: a DiscoveryCluster listing `ACLRole` in `spec.sync.importConfigEntries` gets
+//! an ACLRole (in its namespace, named like the role) for every Consul role without a
+//! concord mark that no object of the namespace declares, when the object would declare
+//! that role exactly and the cluster's grants allow every policy and identity of it;
+//! the role is then adopted: its description gets the object's mark, nothing else
+//! changes. A role the grants do not allow, or one the kind cannot declare, is not
+//! imported and is named in a Warning Event on the DiscoveryCluster (`ImportRefused`).
+//! The mapping ([`importable`]) is the one `concord import ACLRole` prints.
 use super::acl_object::{self, marked_description, object_status, ownership_mark, report, write_status};
+use super::config_entry::{IMPORTED_LABEL, is_dns_subdomain};
 use super::{drive, object_key, reconcile_with_finalizer, requeue_after_failure, watched_api};
 use crate::cluster::tenancy::rules_grant_acl_write;
 use crate::cluster::{ClusterError, ClusterHandle};
 use crate::consul::{self, AclLink, AclNodeIdentity, AclRole, AclServiceIdentity};
 use crate::context::Context;
-use crate::resources::{ACLRole, ACLRoleStatus, ConditionUpdate, types};
+use crate::resources::{
+    ACLRole, ACLRoleSpec, ACLRoleStatus, ConditionUpdate, DiscoveryCluster, NodeIdentity, ServiceIdentity, types,
+};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -24,6 +37,11 @@ pub(crate) const CONTROLLER: &str = "aclrole";
 pub const FINALIZER: &str = "concord.io/aclrole";
 
 pub use super::ObjectError as Error;
+
+/// The kind's name in `spec.sync.importConfigEntries`.
+pub const IMPORT_KIND: &str = "ACLRole";
+
+pub use super::acl_object::marked;
 
 object_status!(ACLRole, ACLRoleStatus);
 
@@ -59,6 +77,48 @@ pub fn desired_role(r: &ACLRole) -> AclRole {
         node_identities: nodes,
         ..Default::default()
     }
+}
+
+/// The object that would adopt `found`, when it declares that role exactly: named like
+/// the role, in `namespace`, naming `cluster` (both left out when None, as `concord
+/// import` may). The controller's import and `concord import` both use this one mapping.
+pub fn importable(found: &AclRole, namespace: Option<&str>, cluster: Option<&str>) -> Option<ACLRole> {
+    if !is_dns_subdomain(&found.name) || marked(&found.description) {
+        return None;
+    }
+    // Lossless only: a description the object would write differently is not imported.
+    if found.description.trim() != found.description {
+        return None;
+    }
+    let spec = ACLRoleSpec {
+        cluster_ref: cluster.map(str::to_string),
+        name: None,
+        description: Some(found.description.clone()).filter(|d| !d.is_empty()),
+        policies: found.policies.iter().map(|p| p.name.clone()).collect(),
+        service_identities: found
+            .service_identities
+            .iter()
+            .map(|s| ServiceIdentity { service_name: s.service_name.clone(), datacenters: s.datacenters.clone() })
+            .collect(),
+        node_identities: found
+            .node_identities
+            .iter()
+            .map(|n| NodeIdentity { node_name: n.node_name.clone(), datacenter: n.datacenter.clone() })
+            .collect(),
+    };
+    let mut object = ACLRole::new(&found.name, spec);
+    object.metadata.namespace = namespace.map(str::to_string);
+    object.metadata.labels = Some([(IMPORTED_LABEL.to_string(), "true".to_string())].into());
+    let declared = desired_role(&object);
+    let adopted = adopted(found, namespace.unwrap_or_default());
+    (found.policies.iter().all(|p| !p.name.is_empty()) && role_matches(&adopted, &declared)).then_some(object)
+}
+
+/// `found` with the mark of the object [`importable`] makes for it in `namespace`:
+/// the only change adoption writes.
+pub fn adopted(found: &AclRole, namespace: &str) -> AclRole {
+    let description = marked_description(Some(&found.description), namespace, &found.name);
+    AclRole { description, ..found.clone() }
 }
 
 /// Whether Consul's role is what is desired (IDs, indexes and list order aside).
@@ -215,10 +275,82 @@ fn error_policy(r: Arc<ACLRole>, error: &Error, ctx: Arc<Context>) -> Action {
     requeue_after_failure(&ctx, CONTROLLER, r.as_ref(), error.category())
 }
 
-/// Runs the controller until `stop` resolves.
+/// Whether `dc` asks for unmanaged roles to be imported.
+pub fn wants_import(dc: &DiscoveryCluster) -> bool {
+    dc.spec.sync.as_ref().is_some_and(|s| s.import_config_entries.iter().any(|k| k == IMPORT_KIND))
+}
+
+/// Imports the unmarked roles of the cluster `dc` names (see the module's doc). Each
+/// refusal is named once per message in `told` (a Warning Event on the DiscoveryCluster).
+async fn import_unmanaged(
+    ctx: &Context,
+    dc: &DiscoveryCluster,
+    told: &mut std::collections::HashSet<String>,
+) -> Result<(), String> {
+    let ns = dc.namespace().unwrap_or_default();
+    let cluster =
+        ctx.clusters.resolve_acl_admin(&ctx.client, &ns, Some(&dc.name_any())).await.map_err(|e| e.to_string())?;
+    let roles = cluster.consul.acl_roles().await.map_err(|e| e.to_string())?;
+    let api: Api<ACLRole> = Api::namespaced(ctx.client.clone(), &ns);
+    let objects = api.list(&Default::default()).await.map_err(|e| e.to_string())?;
+    let declared: Vec<String> =
+        objects.items.iter().map(|r| r.spec.name.clone().unwrap_or_else(|| r.name_any())).collect();
+    let dc_ref = dc.object_ref(&());
+    for found in roles {
+        if marked(&found.description) || declared.contains(&found.name) {
+            continue;
+        }
+        let refusal = match importable(&found, Some(&ns), Some(&dc.name_any())) {
+            None => Err(format!("role {} uses what ACLRole cannot declare; not imported", found.name)),
+            Some(object) => match granted(&cluster, &object).await.map_err(|e| e.to_string())? {
+                Err(msg) => Err(format!("role {} not imported: {msg}", found.name)),
+                Ok(()) => Ok(object),
+            },
+        };
+        let object = match refusal {
+            Ok(object) => object,
+            Err(msg) => {
+                if told.insert(format!("{ns}/{}|{msg}", dc.name_any())) {
+                    tracing::info!(role = %found.name, "{msg}");
+                    ctx.event(&dc_ref, true, "ImportRefused", "Import", msg).await;
+                }
+                continue;
+            }
+        };
+        // Create first, then mark: an existing object of that name is somebody's, and
+        // the role is marked only for the object this import made.
+        match api.create(&PostParams::default(), &object).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+        cluster.consul.acl_role_update(&adopted(&found, &ns)).await.map_err(|e| e.to_string())?;
+        tracing::info!(role = %found.name, namespace = %ns, "imported ACL role");
+    }
+    Ok(())
+}
+
+/// Imports for every DiscoveryCluster that asks for it, every `--acl-drift-interval`.
+async fn import_loop(ctx: Arc<Context>) {
+    let mut told = std::collections::HashSet::new();
+    loop {
+        if let Ok(dcs) = watched_api::<DiscoveryCluster>(&ctx).list(&Default::default()).await {
+            for dc in dcs.items.iter().filter(|dc| wants_import(dc)) {
+                if let Err(e) = import_unmanaged(&ctx, dc, &mut told).await {
+                    tracing::warn!(cluster = %object_key(dc), error = %e, "importing ACL roles failed");
+                }
+            }
+        }
+        tokio::time::sleep(ctx.args.acl_drift_interval).await;
+    }
+}
+
+/// Runs the controller until `stop` resolves; the importer stops with it.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let controller = Controller::new(watched_api::<ACLRole>(&ctx), watcher::Config::default());
+    let importer = tokio::spawn(import_loop(ctx.clone()));
     drive(ctx, CONTROLLER, controller, reconcile, error_policy, stop).await;
+    importer.abort();
 }
 
 #[cfg(test)]
@@ -269,5 +401,33 @@ mod tests {
         let mut other = desired.clone();
         other.node_identities.clear();
         assert!(!role_matches(&other, &desired));
+    }
+
+    #[test]
+    fn import_round_trips_adds_only_the_mark_and_refuses_what_the_kind_cannot_say() {
+        let found = AclRole {
+            id: "r1".into(),
+            name: "ops".into(),
+            description: "made by hand".into(),
+            policies: vec![AclLink { id: "p1".into(), name: "team-read".into() }],
+            service_identities: vec![AclServiceIdentity { service_name: "web".into(), datacenters: vec![] }],
+            ..Default::default()
+        };
+        let object = importable(&found, Some("team"), Some("consul")).expect("importable");
+        assert_eq!(object.name_any(), "ops");
+        assert_eq!(object.namespace().as_deref(), Some("team"));
+        assert_eq!(object.spec.cluster_ref.as_deref(), Some("consul"));
+        assert_eq!(object.labels().get(IMPORTED_LABEL).map(String::as_str), Some("true"));
+        assert_eq!(object.spec.policies, vec!["team-read"]);
+        let adopted = adopted(&found, "team");
+        assert_eq!(adopted.description, "made by hand [concord.io team/ops]");
+        assert_eq!(AclRole { description: found.description.clone(), ..adopted.clone() }, found);
+        assert!(role_matches(&adopted, &desired_role(&object)), "the adopted role is what the object declares");
+        let owned = AclRole { description: "x [concord.io other/ops]".into(), ..found.clone() };
+        assert!(importable(&owned, Some("team"), None).is_none(), "a marked role");
+        let bad_name = AclRole { name: "Ops_Role".into(), ..found.clone() };
+        assert!(importable(&bad_name, Some("team"), None).is_none(), "not an object name");
+        let padded = AclRole { description: " hand ".into(), ..found };
+        assert!(importable(&padded, Some("team"), None).is_none(), "a description the object would trim");
     }
 }

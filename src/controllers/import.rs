@@ -9,9 +9,16 @@
 //! `concord.io/imported` label, and an entry a kind cannot declare exactly is left out
 //! (named on stderr). Entries that carry a concord owner mark belong to an object
 //! already and are left out unless `--include-owned`.
+//!
+//! `ACLRole` is imported only when asked for by name (reading roles needs an ACL
+//! token): roles without a concord mark, by `acl_role::importable`. Roles carry
+//! concord's mark in their description, so an applied object adopts its role only once
+//! the role has the mark: `--adopt` (with `--namespace`) writes it, nothing else. The
+//! CLI knows no DiscoveryCluster's grants: the controller checks them when the object is
+//! applied (`NotGranted`); the DiscoveryCluster's own import checks them before.
 use super::config_entry::entry::owner_of;
 use super::config_entry::{ConfigEntryKind, importable};
-use super::prepared_query;
+use super::{acl_auth_method, acl_role, prepared_query};
 use crate::consul::{self, QueryOptions};
 use crate::resources::{
     ExportedServices, IngressGateway, JWTProvider, Mesh, ProxyDefaults, ServiceDefaults, ServiceIntention,
@@ -24,6 +31,7 @@ use serde_json::Value;
 pub struct ImportArgs {
     /// Kinds to import, e.g. `ServiceDefaults PreparedQuery` (default: every config-entry
     /// kind concord manages, and PreparedQuery).
+    /// `ACLRole` only when named.
     pub kinds: Vec<String>,
     /// Consul HTTP address(es), comma-separated.
     #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = "http://127.0.0.1:8500")]
@@ -45,6 +53,10 @@ pub struct ImportArgs {
     /// such an object reports `OwnedElsewhere` until the owner lets go).
     #[arg(long)]
     pub include_owned: bool,
+    /// Write concord's mark into each printed ACL role's description (needs
+    /// `--namespace`), so the printed ACLRole adopts it once applied.
+    #[arg(long)]
+    pub adopt: bool,
 }
 
 /// What one kind's entries become.
@@ -82,29 +94,38 @@ fn config_entry_kinds() -> Vec<Kind> {
 }
 
 /// The kinds asked for (case-insensitive; none: all of them, PreparedQuery included).
-/// Returns the config-entry kinds and whether prepared queries are asked for.
-fn select(asked: &[String]) -> Result<(Vec<Kind>, bool), String> {
+/// Returns the config-entry kinds, whether prepared queries and whether ACL roles are
+/// asked for, and whether ACL auth methods are (ACL kinds only by name).
+fn select(asked: &[String]) -> Result<(Vec<Kind>, bool, bool, bool), String> {
     let all = config_entry_kinds();
     if asked.is_empty() {
-        return Ok((all, true));
+        return Ok((all, true, false, false));
     }
     let known = || {
         let mut names: Vec<String> = config_entry_kinds().into_iter().map(|k| k.name).collect();
         names.push(prepared_query::IMPORT_KIND.to_string());
+        names.push(acl_role::IMPORT_KIND.to_string());
+        names.push(acl_auth_method::IMPORT_KIND.to_string());
         names.join(", ")
     };
     let mut queries = false;
+    let mut roles = false;
+    let mut methods = false;
     let mut chosen: Vec<String> = Vec::new();
     for a in asked {
         if a.eq_ignore_ascii_case(prepared_query::IMPORT_KIND) {
             queries = true;
+        } else if a.eq_ignore_ascii_case(acl_role::IMPORT_KIND) {
+            roles = true;
+        } else if a.eq_ignore_ascii_case(acl_auth_method::IMPORT_KIND) {
+            methods = true;
         } else if let Some(k) = all.iter().find(|k| k.name.eq_ignore_ascii_case(a) || k.consul == a) {
             chosen.push(k.name.clone());
         } else {
             return Err(format!("unknown kind {a:?} (kinds: {})", known()));
         }
     }
-    Ok((all.into_iter().filter(|k| chosen.contains(&k.name)).collect(), queries))
+    Ok((all.into_iter().filter(|k| chosen.contains(&k.name)).collect(), queries, roles, methods))
 }
 
 /// The objects for `entries` of one kind (pure): the printed documents and one note per
@@ -142,7 +163,10 @@ fn document(mut object: Value) -> Result<String, String> {
 
 /// Entry point of `concord import`.
 pub fn main(args: ImportArgs) -> Result<(), String> {
-    let (kinds, queries) = select(&args.kinds)?;
+    let (kinds, queries, roles, methods) = select(&args.kinds)?;
+    if args.adopt && (!(roles || methods) || args.namespace.is_none()) {
+        return Err("--adopt needs ACLRole or ACLAuthMethod among the kinds, and --namespace".to_string());
+    }
     let mut config = consul::ClientConfig::new(crate::cluster::external_addresses(&args.address))
         // A command line waits for no outage: one attempt per server, then a readable error.
         .retry(consul::RetryPolicy { max_attempts: 2, ..Default::default() });
@@ -191,6 +215,67 @@ pub fn main(args: ImportArgs) -> Result<(), String> {
             documents.push(serde_json::to_value(object).map_err(|e| format!("cannot write YAML: {e}"))?);
         }
     }
+    if roles {
+        let found = runtime
+            .block_on(client.acl_roles())
+            .map_err(|e| format!("cannot list ACL roles from {}: {e}{}", args.address, consul::tls_hint(&e)))?;
+        for role in &found {
+            if acl_role::marked(&role.description) {
+                notes.push(format!("skipped ACL role {}: owned by a concord object", role.name));
+                continue;
+            }
+            let Some(object) = acl_role::importable(role, ns, cluster) else {
+                notes.push(format!("skipped ACL role {}: uses what ACLRole cannot declare", role.name));
+                continue;
+            };
+            if args.adopt {
+                let adopted = acl_role::adopted(role, ns.unwrap_or_default());
+                runtime
+                    .block_on(client.acl_role_update(&adopted))
+                    .map_err(|e| format!("cannot mark ACL role {}: {e}", role.name))?;
+            }
+            documents.push(serde_json::to_value(object).map_err(|e| format!("cannot write YAML: {e}"))?);
+        }
+        notes.push(if args.adopt {
+            "ACL roles printed were marked for their objects: apply them; the controller checks the namespace's grants".into()
+        } else {
+            "ACL roles printed are not adopted until marked (--adopt --namespace NS); the controller checks the namespace's grants".into()
+        });
+    }
+    if methods {
+        let stubs = runtime
+            .block_on(client.acl_auth_methods())
+            .map_err(|e| format!("cannot list ACL auth methods from {}: {e}{}", args.address, consul::tls_hint(&e)))?;
+        for stub in &stubs {
+            if acl_role::marked(&stub.description) {
+                notes.push(format!("skipped ACL auth method {}: owned by a concord object", stub.name));
+                continue;
+            }
+            let read = runtime.block_on(client.acl_auth_method_read(&stub.name));
+            let Some(found) = read.map_err(|e| format!("cannot read ACL auth method {}: {e}", stub.name))? else {
+                continue;
+            };
+            let rules = runtime
+                .block_on(client.acl_binding_rules(&found.name))
+                .map_err(|e| format!("cannot list binding rules of {}: {e}", found.name))?;
+            if let Some(why) = acl_auth_method::import_refusal(&found, &rules, ns.unwrap_or_default()) {
+                notes.push(format!("skipped: {why}"));
+                continue;
+            }
+            let Some(object) = acl_auth_method::importable(&found, ns, cluster) else {
+                notes.push(format!("skipped ACL auth method {}: uses what ACLAuthMethod cannot declare", found.name));
+                continue;
+            };
+            if args.adopt {
+                let adopted = acl_auth_method::adopted(&found, ns.unwrap_or_default());
+                runtime
+                    .block_on(client.acl_auth_method_update(&adopted))
+                    .map_err(|e| format!("cannot mark ACL auth method {}: {e}", found.name))?;
+            }
+            documents.push(serde_json::to_value(object).map_err(|e| format!("cannot write YAML: {e}"))?);
+        }
+        notes.push("an adopted ACL auth method gets concord's API server host, CA and reviewer token: logins through it are reviewed by the cluster concord serves".into());
+    }
     for note in &notes {
         eprintln!("concord: {note}");
     }
@@ -206,10 +291,14 @@ mod tests {
 
     #[test]
     fn kinds_are_chosen_by_either_name_and_unknown_ones_are_refused() {
-        let (kinds, queries) = select(&[]).expect("all");
+        let (kinds, queries, roles, methods) = select(&[]).expect("all");
+        assert!(!methods);
         assert_eq!(kinds.len(), 11);
         assert!(queries);
-        let (kinds, queries) = select(&["servicedefaults".into(), "jwt-provider".into()]).expect("two");
+        assert!(!roles, "ACL roles only when named");
+        let (_, _, roles, _) = select(&["aclrole".into()]).expect("roles");
+        assert!(roles);
+        let (kinds, queries, _, _) = select(&["servicedefaults".into(), "jwt-provider".into()]).expect("two");
         let names: Vec<&str> = kinds.iter().map(|k| k.name.as_str()).collect();
         assert_eq!(names, ["ServiceDefaults", "JWTProvider"]);
         assert!(!queries);

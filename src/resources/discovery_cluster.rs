@@ -225,9 +225,12 @@ pub struct SyncSpec {
     pub import_intentions: Option<bool>,
     /// Kinds (e.g. `ServiceDefaults`, `ServiceResolver`) whose Consul config entries that
     /// no object manages become objects of that kind, named like the entry; `PreparedQuery`
-    /// imports the prepared queries no object marked.
+    /// imports the prepared queries no object marked; `ACLRole` imports and adopts the
+    /// ACL roles without a concord mark whose policies and identities `tenancy` grants;
+    /// `ACLAuthMethod` the unmarked `kubernetes` methods whose binding rules all hold
+    /// logins to this namespace (concord then writes their host, CA and reviewer token).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(k, k in ['ServiceIntention', 'ServiceDefaults', 'ServiceResolver', 'ServiceRouter', 'ServiceSplitter', 'ProxyDefaults', 'Mesh', 'ExportedServices', 'IngressGateway', 'TerminatingGateway', 'JWTProvider', 'PreparedQuery'])").message("importConfigEntries names config-entry kinds concord manages (or PreparedQuery)"))]
+    #[x_kube(validation = Rule::new("self.all(k, k in ['ServiceIntention', 'ServiceDefaults', 'ServiceResolver', 'ServiceRouter', 'ServiceSplitter', 'ProxyDefaults', 'Mesh', 'ExportedServices', 'IngressGateway', 'TerminatingGateway', 'JWTProvider', 'PreparedQuery', 'ACLRole', 'ACLAuthMethod'])").message("importConfigEntries names config-entry kinds concord manages (or PreparedQuery, ACLRole, ACLAuthMethod)"))]
     #[schemars(length(max = 16))]
     pub import_config_entries: Vec<String>,
     /// How often the full anti-entropy comparison runs (Go duration, default 5m).
