@@ -1,13 +1,21 @@
 //! What the ACLRole, ACLAuthMethod and ACLBindingRule controllers share: the ownership
-//! mark in a Consul description, status writes with the `Synced` condition, and failure
-//! reports (condition always, Event once per new reason or message).
-use super::{ObjectError, apply_status};
+//! mark in a Consul description, status writes with the `Synced` condition, failure
+//! reports (condition always, Event once per new reason or message), and the import
+//! pass that adopts unmarked Consul objects ([`import_loop`]).
+use super::{ObjectError, apply_status, object_key, watched_api};
+use crate::cluster::ClusterHandle;
+use crate::consul;
 use crate::context::Context;
-use crate::resources::{Condition, ConditionUpdate, find_condition, set_condition, types};
-use kube::Resource;
+use crate::resources::{
+    ACLAuthMethod, ACLRole, Condition, ConditionUpdate, DiscoveryCluster, find_condition, set_condition, types,
+};
+use kube::api::{Api, PostParams};
+use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::HashSet;
 use std::fmt::Debug;
+use std::sync::Arc;
 
 /// A status with conditions and an observed generation.
 pub(crate) trait ObjectStatus: Default + Clone + Serialize {
@@ -118,6 +126,124 @@ pub(crate) fn was_synced<K: WithStatus>(obj: &K) -> bool {
     let generation = obj.meta().generation;
     find_condition(status.conditions_mut(), types::SYNCED)
         .is_some_and(|c| c.status == "True" && c.observed_generation == generation)
+}
+
+/// One import pass's Consul objects of kind `K`, each with the object that would adopt
+/// it, or why it is not imported.
+pub(crate) type Candidates<K> = Vec<(<K as Importable>::Found, Result<K, String>)>;
+
+/// A kind the ACL import pass adopts from Consul. Each kind's module says which Consul
+/// objects it takes and why it refuses others; the pass itself is shared.
+pub(crate) trait Importable: WithStatus + Serialize + Send + Sync + 'static {
+    /// The kind's name in `spec.sync.importConfigEntries`.
+    const IMPORT_KIND: &'static str;
+    /// What Consul holds for one object.
+    type Found: Send + Sync;
+    /// One pass's candidates in `cluster` (the cluster of `dc`): each Consul object
+    /// without a concord mark that no object of the namespace declares, with the object
+    /// that would adopt it, or why it is not imported.
+    fn candidates(
+        ctx: &Context,
+        cluster: &ClusterHandle,
+        dc: &DiscoveryCluster,
+    ) -> impl Future<Output = Result<Candidates<Self>, String>> + Send;
+    /// Writes `found` with `object`'s mark added to its description, nothing else changed.
+    fn adopt(
+        cluster: &ClusterHandle,
+        found: &Self::Found,
+        object: &Self,
+    ) -> impl Future<Output = Result<(), consul::Error>> + Send;
+    /// How logs name `found` (`role ops`).
+    fn describe(found: &Self::Found) -> String;
+}
+
+/// Whether `dc` lists `kind` in `spec.sync.importConfigEntries`.
+pub fn wants_import(dc: &DiscoveryCluster, kind: &str) -> bool {
+    dc.spec.sync.as_ref().is_some_and(|s| s.import_config_entries.iter().any(|k| k == kind))
+}
+
+/// Imports the candidates of `K` for `dc`: creates each object, then marks its Consul
+/// object for it. A refusal is named once per message (`told`) in a Warning Event
+/// `ImportRefused` on the DiscoveryCluster.
+async fn import_kind<K: Importable>(
+    ctx: &Context,
+    cluster: &ClusterHandle,
+    dc: &DiscoveryCluster,
+    told: &mut HashSet<String>,
+) -> Result<(), String> {
+    let ns = dc.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let dc_ref = dc.object_ref(&());
+    for (found, object) in K::candidates(ctx, cluster, dc).await? {
+        let object = match object {
+            Ok(object) => object,
+            Err(msg) => {
+                if told.insert(format!("{ns}/{}|{msg}", dc.name_any())) {
+                    tracing::info!(kind = K::IMPORT_KIND, "{msg}");
+                    ctx.event(&dc_ref, true, "ImportRefused", "Import", msg).await;
+                }
+                continue;
+            }
+        };
+        // Create first, then mark: an existing object of that name is somebody's, and
+        // the Consul object is marked only for the object this import made.
+        match api.create(&PostParams::default(), &object).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+        K::adopt(cluster, &found, &object).await.map_err(|e| e.to_string())?;
+        tracing::info!(namespace = %ns, "imported {}", K::describe(&found));
+    }
+    Ok(())
+}
+
+/// One import pass for `dc`, kind by kind in an order where each may lean on the one
+/// before: roles, then auth methods.
+async fn import_pass(ctx: &Context, dc: &DiscoveryCluster, told: &mut HashSet<String>) {
+    let roles = wants_import(dc, ACLRole::IMPORT_KIND);
+    let methods = wants_import(dc, ACLAuthMethod::IMPORT_KIND);
+    if !(roles || methods) {
+        return;
+    }
+    let ns = dc.namespace().unwrap_or_default();
+    let cluster = match ctx.clusters.resolve_acl_admin(&ctx.client, &ns, Some(&dc.name_any())).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(cluster = %object_key(dc), error = %e, "ACL import: cluster unavailable");
+            return;
+        }
+    };
+    if roles && let Err(e) = import_kind::<ACLRole>(ctx, &cluster, dc, told).await {
+        tracing::warn!(cluster = %object_key(dc), error = %e, "importing ACL roles failed");
+    }
+    if methods && let Err(e) = import_kind::<ACLAuthMethod>(ctx, &cluster, dc, told).await {
+        tracing::warn!(cluster = %object_key(dc), error = %e, "importing ACL auth methods failed");
+    }
+}
+
+/// Runs an import pass for every DiscoveryCluster that asks for ACL kinds, every
+/// `--acl-drift-interval`.
+pub(crate) async fn import_loop(ctx: Arc<Context>) {
+    let mut told = HashSet::new();
+    loop {
+        if let Ok(dcs) = watched_api::<DiscoveryCluster>(&ctx).list(&Default::default()).await {
+            for dc in &dcs.items {
+                import_pass(&ctx, dc, &mut told).await;
+            }
+        }
+        tokio::time::sleep(ctx.args.acl_drift_interval).await;
+    }
+}
+
+/// Name of the ACL importer in the runtime's list.
+pub const IMPORTER: &str = "aclimport";
+
+/// Runs [`import_loop`] until `stop` resolves.
+pub async fn run_importer(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
+    let importer = tokio::spawn(import_loop(ctx));
+    stop.await;
+    importer.abort();
 }
 
 #[cfg(test)]
