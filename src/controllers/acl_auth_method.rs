@@ -398,13 +398,12 @@ impl acl_object::Importable for ACLAuthMethod {
         Ok(candidates)
     }
 
-    async fn adopt(
-        cluster: &ClusterHandle,
-        found: &AclAuthMethod,
-        object: &ACLAuthMethod,
-    ) -> Result<(), consul::Error> {
-        let adopted = adopted(found, &object.namespace().unwrap_or_default());
-        cluster.consul.acl_auth_method_update(&adopted).await.map(|_| ())
+    fn adopted(found: &AclAuthMethod, object: &ACLAuthMethod) -> AclAuthMethod {
+        adopted(found, &object.namespace().unwrap_or_default())
+    }
+
+    async fn write(cluster: &ClusterHandle, found: &AclAuthMethod) -> Result<(), consul::Error> {
+        cluster.consul.acl_auth_method_update(found).await.map(|_| ())
     }
 
     fn describe(found: &AclAuthMethod) -> String {

@@ -7,7 +7,8 @@ use crate::cluster::ClusterHandle;
 use crate::consul;
 use crate::context::Context;
 use crate::resources::{
-    ACLAuthMethod, ACLRole, Condition, ConditionUpdate, DiscoveryCluster, find_condition, set_condition, types,
+    ACLAuthMethod, ACLBindingRule, ACLRole, Condition, ConditionUpdate, DiscoveryCluster, find_condition,
+    set_condition, types,
 };
 use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
@@ -70,6 +71,13 @@ pub fn owned_by_namespace(description: &str, namespace: &str) -> bool {
     description.rsplit_once("[concord.io ").is_some_and(|(_, rest)| {
         rest.ends_with(']') && rest.starts_with(&format!("{namespace}/")) && !rest.contains(' ')
     })
+}
+
+/// The namespace and name of the object whose mark ends `description`, if any.
+pub fn mark_owner(description: &str) -> Option<(&str, &str)> {
+    let (_, rest) = description.rsplit_once("[concord.io ")?;
+    let inner = rest.strip_suffix(']').filter(|r| !r.contains(' '))?;
+    inner.split_once('/')
 }
 
 /// Whether a Consul description carries any concord mark (of any object).
@@ -147,12 +155,10 @@ pub(crate) trait Importable: WithStatus + Serialize + Send + Sync + 'static {
         cluster: &ClusterHandle,
         dc: &DiscoveryCluster,
     ) -> impl Future<Output = Result<Candidates<Self>, String>> + Send;
-    /// Writes `found` with `object`'s mark added to its description, nothing else changed.
-    fn adopt(
-        cluster: &ClusterHandle,
-        found: &Self::Found,
-        object: &Self,
-    ) -> impl Future<Output = Result<(), consul::Error>> + Send;
+    /// `found` with `object`'s mark added to its description, nothing else changed (pure).
+    fn adopted(found: &Self::Found, object: &Self) -> Self::Found;
+    /// Writes `found` to Consul (by its ID or name).
+    fn write(cluster: &ClusterHandle, found: &Self::Found) -> impl Future<Output = Result<(), consul::Error>> + Send;
     /// How logs name `found` (`role ops`).
     fn describe(found: &Self::Found) -> String;
 }
@@ -162,9 +168,14 @@ pub fn wants_import(dc: &DiscoveryCluster, kind: &str) -> bool {
     dc.spec.sync.as_ref().is_some_and(|s| s.import_config_entries.iter().any(|k| k == kind))
 }
 
-/// Imports the candidates of `K` for `dc`: creates each object, then marks its Consul
-/// object for it. A refusal is named once per message (`told`) in a Warning Event
-/// `ImportRefused` on the DiscoveryCluster.
+/// Imports the candidates of `K` for `dc`: marks each Consul object for its object,
+/// then creates the object. A refusal is named once per message (`told`) in a Warning
+/// Event `ImportRefused` on the DiscoveryCluster.
+///
+/// Mark first: the object's first reconcile then finds its Consul object by the mark and
+/// adopts it as it is. (A binding rule has no name in Consul: an object that found no
+/// mark would create a second rule; a role or method would report `NameTaken`.) When
+/// the object cannot be made after all, the Consul object gets its old description back.
 async fn import_kind<K: Importable>(
     ctx: &Context,
     cluster: &ClusterHandle,
@@ -185,25 +196,31 @@ async fn import_kind<K: Importable>(
                 continue;
             }
         };
-        // Create first, then mark: an existing object of that name is somebody's, and
-        // the Consul object is marked only for the object this import made.
-        match api.create(&PostParams::default(), &object).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => return Err(e.to_string()),
+        // An object of that name is somebody's: its Consul object is not marked for it.
+        if api.get_opt(&object.name_any()).await.map_err(|e| e.to_string())?.is_some() {
+            continue;
         }
-        K::adopt(cluster, &found, &object).await.map_err(|e| e.to_string())?;
+        K::write(cluster, &K::adopted(&found, &object)).await.map_err(|e| e.to_string())?;
+        if let Err(e) = api.create(&PostParams::default(), &object).await {
+            K::write(cluster, &found).await.map_err(|e| e.to_string())?;
+            match e {
+                kube::Error::Api(s) if s.code == 409 => continue,
+                e => return Err(e.to_string()),
+            }
+        }
         tracing::info!(namespace = %ns, "imported {}", K::describe(&found));
     }
     Ok(())
 }
 
-/// One import pass for `dc`, kind by kind in an order where each may lean on the one
-/// before: roles, then auth methods.
+/// One import pass for `dc`, kind by kind in an order where each may lean on the ones
+/// before: roles, auth methods, then binding rules (a rule may bind a role, and is
+/// imported only on a method of the namespace, both perhaps imported in this pass).
 async fn import_pass(ctx: &Context, dc: &DiscoveryCluster, told: &mut HashSet<String>) {
     let roles = wants_import(dc, ACLRole::IMPORT_KIND);
     let methods = wants_import(dc, ACLAuthMethod::IMPORT_KIND);
-    if !(roles || methods) {
+    let rules = wants_import(dc, ACLBindingRule::IMPORT_KIND);
+    if !(roles || methods || rules) {
         return;
     }
     let ns = dc.namespace().unwrap_or_default();
@@ -219,6 +236,9 @@ async fn import_pass(ctx: &Context, dc: &DiscoveryCluster, told: &mut HashSet<St
     }
     if methods && let Err(e) = import_kind::<ACLAuthMethod>(ctx, &cluster, dc, told).await {
         tracing::warn!(cluster = %object_key(dc), error = %e, "importing ACL auth methods failed");
+    }
+    if rules && let Err(e) = import_kind::<ACLBindingRule>(ctx, &cluster, dc, told).await {
+        tracing::warn!(cluster = %object_key(dc), error = %e, "importing ACL binding rules failed");
     }
 }
 
@@ -261,6 +281,9 @@ mod tests {
         // A hand-made description that quotes a mark mid-text does not count.
         assert!(!owned_by_namespace("[concord.io team/web] copied", "team"));
         assert!(marked("x [concord.io other/web]") && !marked("made by hand"));
+        assert_eq!(mark_owner("web role [concord.io team/web]"), Some(("team", "web")));
+        assert_eq!(mark_owner("[concord.io team/web] copied"), None);
+        assert_eq!(mark_owner("made by hand"), None);
     }
 
     #[test]

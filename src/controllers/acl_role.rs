@@ -308,8 +308,12 @@ impl acl_object::Importable for ACLRole {
         Ok(candidates)
     }
 
-    async fn adopt(cluster: &ClusterHandle, found: &AclRole, object: &ACLRole) -> Result<(), consul::Error> {
-        cluster.consul.acl_role_update(&adopted(found, &object.namespace().unwrap_or_default())).await.map(|_| ())
+    fn adopted(found: &AclRole, object: &ACLRole) -> AclRole {
+        adopted(found, &object.namespace().unwrap_or_default())
+    }
+
+    async fn write(cluster: &ClusterHandle, found: &AclRole) -> Result<(), consul::Error> {
+        cluster.consul.acl_role_update(found).await.map(|_| ())
     }
 
     fn describe(found: &AclRole) -> String {
