@@ -409,6 +409,10 @@ impl acl_object::Importable for ACLAuthMethod {
     fn describe(found: &AclAuthMethod) -> String {
         format!("ACL auth method {}", found.name)
     }
+
+    fn consul_name(found: &AclAuthMethod) -> String {
+        found.name.clone()
+    }
 }
 
 /// Runs the controller until `stop` resolves.

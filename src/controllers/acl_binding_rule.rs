@@ -439,6 +439,10 @@ impl acl_object::Importable for ACLBindingRule {
     fn describe(found: &AclBindingRule) -> String {
         format!("ACL binding rule {} on {}", found.id, found.auth_method)
     }
+
+    fn consul_name(found: &AclBindingRule) -> String {
+        found.id.clone()
+    }
 }
 
 /// Runs the controller until `stop` resolves.

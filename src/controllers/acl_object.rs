@@ -10,6 +10,7 @@ use crate::resources::{
     ACLAuthMethod, ACLBindingRule, ACLRole, Condition, ConditionUpdate, DiscoveryCluster, find_condition,
     set_condition, types,
 };
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -161,6 +162,8 @@ pub(crate) trait Importable: WithStatus + Serialize + Send + Sync + 'static {
     fn write(cluster: &ClusterHandle, found: &Self::Found) -> impl Future<Output = Result<(), consul::Error>> + Send;
     /// How logs name `found` (`role ops`).
     fn describe(found: &Self::Found) -> String;
+    /// Consul's name (or ID) of `found`: the `related` object of its refusal Event.
+    fn consul_name(found: &Self::Found) -> String;
 }
 
 /// Whether `dc` lists `kind` in `spec.sync.importConfigEntries`.
@@ -191,7 +194,15 @@ async fn import_kind<K: Importable>(
             Err(msg) => {
                 if told.insert(format!("{ns}/{}|{msg}", dc.name_any())) {
                     tracing::info!(kind = K::IMPORT_KIND, "{msg}");
-                    ctx.event(&dc_ref, true, "ImportRefused", "Import", msg).await;
+                    // One Event per refused Consul object: each is `related` to its own.
+                    let related = ObjectReference {
+                        api_version: Some(K::api_version(&()).to_string()),
+                        kind: Some(K::kind(&()).to_string()),
+                        namespace: Some(ns.clone()),
+                        name: Some(K::consul_name(&found)),
+                        ..Default::default()
+                    };
+                    ctx.event_related(&dc_ref, Some(related), true, "ImportRefused", "Import", msg).await;
                 }
                 continue;
             }

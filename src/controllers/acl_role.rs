@@ -319,6 +319,10 @@ impl acl_object::Importable for ACLRole {
     fn describe(found: &AclRole) -> String {
         format!("ACL role {}", found.name)
     }
+
+    fn consul_name(found: &AclRole) -> String {
+        found.name.clone()
+    }
 }
 
 /// Runs the controller until `stop` resolves (the import runs in `acl_object::import_loop`).
