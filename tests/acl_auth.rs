@@ -926,4 +926,43 @@ async fn binding_rules_are_imported_only_when_the_namespace_could_have_written_t
     assert_eq!(rules_of(&env.admin, "team-pods").await.len(), 5, "the edit wrote a second rule");
     delete(&env, "ACLBindingRule", &name).await;
     assert!(env.admin.acl_binding_rule_read(&good.id).await.expect("read").is_none(), "the adopted rule stayed");
+
+    // `concord import --adopt`: with the DiscoveryCluster's rule import off, the CLI marks
+    // a new rule for the object it prints; applied as printed, that object adopts it.
+    let patch = json!({ "spec": { "sync": { "importConfigEntries": ["ACLAuthMethod"] } } });
+    Api::<DiscoveryCluster>::namespaced(env.kube.clone(), &ns)
+        .patch("consul", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("rule import off");
+    for r in hostile {
+        env.admin.acl_binding_rule_delete(&r.id).await.expect("delete");
+    }
+    let late = create(rule("hand-pods", format!("{held} and (serviceaccount.name==web)"), "service", "web")).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(["import", "ACLBindingRule", "--adopt", "--namespace", &ns, "--cluster-ref", "consul"])
+        .args(["--address", &env.addr])
+        .env("CONSUL_HTTP_TOKEN", &env.management)
+        .output()
+        .expect("concord import --adopt runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let late_name = format!("hand-pods-{}", short(&late.id));
+    let docs: Vec<Value> = stdout.split("---\n").map(|d| serde_yaml::from_str(d).expect("YAML")).collect();
+    assert_eq!(docs.len(), 1, "only the new rule: {stdout}");
+    assert_eq!(docs[0]["metadata"]["name"], json!(late_name));
+    let marked = env.admin.acl_binding_rule_read(&late.id).await.expect("read").expect("late");
+    assert_eq!(marked.description, format!("by hand [concord.io {ns}/{late_name}]"));
+    let object: ACLBindingRule = serde_json::from_value(docs[0].clone()).expect("an ACLBindingRule");
+    Api::<ACLBindingRule>::namespaced(env.kube.clone(), &ns)
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("applied as printed");
+    let obj = synced(&env, "ACLBindingRule", &late_name, "True", "Synced").await;
+    assert_eq!(obj["status"]["ruleId"], json!(late.id));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut ids: Vec<String> = rules_of(&env.admin, "hand-pods").await.into_iter().map(|r| r.id).collect();
+    ids.sort();
+    let mut want = vec![hand.id.clone(), late.id.clone()];
+    want.sort();
+    assert_eq!(ids, want, "the applied object wrote a second rule");
 }
