@@ -42,7 +42,7 @@ use crate::cluster::{ClusterError, ClusterHandle};
 use crate::consul::{self, AclBindingRule};
 use crate::context::Context;
 use crate::resources::{
-    ACLAuthMethod, ACLBindingRule, ACLBindingRuleSpec, ACLBindingRuleStatus, BindType, ConditionUpdate,
+    ACLAuthMethod, ACLBindingRule, ACLBindingRuleSpec, ACLBindingRuleStatus, ACLRole, BindType, ConditionUpdate,
     DiscoveryCluster, types,
 };
 use kube::runtime::controller::{Action, Controller};
@@ -164,25 +164,34 @@ pub fn adopted(found: &AclBindingRule, object: &ACLBindingRule) -> AclBindingRul
     AclBindingRule { description, ..found.clone() }
 }
 
-/// Whether the bind name is granted; `Err(reason)` when not. Roles are read from Consul.
-async fn bind_granted(cluster: &ClusterHandle, b: &ACLBindingRule) -> Result<Result<(), String>, consul::Error> {
+/// Whether the bind name is granted; `Err((reason, why))` when not. Roles are read from
+/// Consul: a role that does not exist (yet) is `DependencyMissing`, retried when an
+/// ACLRole of the namespace changes.
+async fn bind_granted(
+    cluster: &ClusterHandle,
+    b: &ACLBindingRule,
+) -> Result<Result<(), (&'static str, String)>, consul::Error> {
     let ns = b.namespace().unwrap_or_default();
     let name = b.spec.bind_name.as_str();
     let templated = name.contains("${");
+    let refused = |msg: String| ("NotGranted", msg);
     Ok(match b.spec.bind_type {
-        BindType::Service if templated => cluster.grants.templated_bind_name(false),
-        BindType::Service => cluster.grants.service_identity(name),
-        BindType::Node if templated => cluster.grants.templated_bind_name(true),
-        BindType::Node => cluster.grants.node_identity(name),
+        BindType::Service if templated => cluster.grants.templated_bind_name(false).map_err(refused),
+        BindType::Service => cluster.grants.service_identity(name).map_err(refused),
+        BindType::Node if templated => cluster.grants.templated_bind_name(true).map_err(refused),
+        BindType::Node => cluster.grants.node_identity(name).map_err(refused),
         BindType::Role if templated => {
-            Err("a role bind name cannot be templated: the ServiceAccount would pick the role".to_string())
+            Err(refused("a role bind name cannot be templated: the ServiceAccount would pick the role".to_string()))
         }
         BindType::Role => match cluster.consul.acl_role_read_by_name(name).await? {
             Some(role) if owned_by_namespace(&role.description, &ns) => Ok(()),
-            Some(_) => {
-                Err(format!("role {name} is not an ACLRole of namespace {ns}; a binding rule may bind only those"))
-            }
-            None => Err(format!("role {name} does not exist in Consul (create it as an ACLRole of this namespace)")),
+            Some(_) => Err(refused(format!(
+                "role {name} is not an ACLRole of namespace {ns}; a binding rule may bind only those"
+            ))),
+            None => Err((
+                "DependencyMissing",
+                format!("role {name} does not exist in Consul (create it as an ACLRole of this namespace)"),
+            )),
         },
     })
 }
@@ -259,8 +268,8 @@ async fn apply(b: Arc<ACLBindingRule>, ctx: &Context) -> Result<Action, Error> {
         }
     };
     let result: Result<Outcome, consul::Error> = async {
-        if let Err(msg) = bind_granted(&cluster, &b).await? {
-            return Ok(Outcome::Refused("NotGranted", msg));
+        if let Err((reason, msg)) = bind_granted(&cluster, &b).await? {
+            return Ok(Outcome::Refused(reason, msg));
         }
         Ok(match find_existing(&cluster.consul, &b, &method).await? {
             None => Outcome::Synced(cluster.consul.acl_binding_rule_create(&desired).await?.id, true),
@@ -306,6 +315,11 @@ async fn apply(b: Arc<ACLBindingRule>, ctx: &Context) -> Result<Action, Error> {
         }
         Ok(Outcome::Refused(reason, msg)) => {
             report(ctx, b.as_ref(), reason, msg).await?;
+            Ok(Action::requeue(ctx.args.acl_drift_interval))
+        }
+        Err(e) if e.is_missing_reference() => {
+            ctx.metrics.reconcile_failed(CONTROLLER, e.category());
+            report(ctx, b.as_ref(), "DependencyMissing", acl_object::missing_reference(&e)).await?;
             Ok(Action::requeue(ctx.args.acl_drift_interval))
         }
         Err(e) if e.is_transient() => {
@@ -415,7 +429,7 @@ impl acl_object::Importable for ACLBindingRule {
                             found.id
                         )),
                         Some(object) => match bind_granted(cluster, &object).await.map_err(|e| e.to_string())? {
-                            Err(msg) => {
+                            Err((_, msg)) => {
                                 Err(format!("binding rule {} on auth method {name} not imported: {msg}", found.id))
                             }
                             Ok(()) => Ok(object),
@@ -448,6 +462,16 @@ impl acl_object::Importable for ACLBindingRule {
 /// Runs the controller until `stop` resolves.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let controller = Controller::new(watched_api::<ACLBindingRule>(&ctx), watcher::Config::default());
+    // A rule whose method or role does not exist yet is retried when an ACLAuthMethod or
+    // ACLRole of its namespace changes.
+    let (by_method, by_role) = (controller.store(), controller.store());
+    let controller = controller
+        .watches(watched_api::<ACLAuthMethod>(&ctx), watcher::Config::default(), move |m| {
+            acl_object::unsynced_beside(&by_method, &m)
+        })
+        .watches(watched_api::<ACLRole>(&ctx), watcher::Config::default(), move |r| {
+            acl_object::unsynced_beside(&by_role, &r)
+        });
     drive(ctx, CONTROLLER, controller, reconcile, error_policy, stop).await;
 }
 

@@ -12,6 +12,7 @@ use crate::resources::{
 };
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -127,6 +128,36 @@ pub(crate) async fn report<K: WithStatus>(
         ctx.event(&obj.object_ref(&()), true, reason, "Sync", message).await;
     }
     Ok(())
+}
+
+/// The message for a write Consul refused because it names an ACL policy, role or auth
+/// method that does not exist there (yet).
+pub(crate) fn missing_reference(e: &consul::Error) -> String {
+    format!("{e} in Consul: create it (for example as an ACL object of this namespace); retried as soon as one syncs")
+}
+
+/// Whether the object's `Synced` condition is `True` (at any generation).
+fn synced_now<K: WithStatus>(obj: &K) -> bool {
+    let mut status = obj.current_status().cloned().unwrap_or_default();
+    find_condition(status.conditions_mut(), types::SYNCED).is_some_and(|c| c.status == "True")
+}
+
+/// For a controller's `watches`: when an object another one may depend on changes (a
+/// policy a role names, a role a binding rule binds, ...), the objects of `store` in the
+/// same namespace that are not synced, to try again at once instead of at the next drift
+/// pass. Synced ones are left alone, so a busy namespace costs nothing extra.
+pub(crate) fn unsynced_beside<K, D>(store: &Store<K>, dependency: &D) -> Vec<ObjectRef<K>>
+where
+    K: WithStatus,
+    D: Resource,
+{
+    let namespace = dependency.meta().namespace.as_deref();
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.meta().namespace.as_deref() == namespace && !synced_now(o.as_ref()))
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
 }
 
 /// Whether the object was already synced at this generation (no new success Event).

@@ -24,7 +24,8 @@ use crate::cluster::{ClusterError, ClusterHandle};
 use crate::consul::{self, AclLink, AclNodeIdentity, AclRole, AclServiceIdentity};
 use crate::context::Context;
 use crate::resources::{
-    ACLRole, ACLRoleSpec, ACLRoleStatus, ConditionUpdate, DiscoveryCluster, NodeIdentity, ServiceIdentity, types,
+    ACLPolicy, ACLRole, ACLRoleSpec, ACLRoleStatus, ConditionUpdate, DiscoveryCluster, NodeIdentity, ServiceIdentity,
+    types,
 };
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
@@ -227,6 +228,11 @@ async fn apply(r: Arc<ACLRole>, ctx: &Context) -> Result<Action, Error> {
             report(ctx, r.as_ref(), reason, msg).await?;
             Ok(Action::requeue(ctx.args.acl_drift_interval))
         }
+        Err(e) if e.is_missing_reference() => {
+            ctx.metrics.reconcile_failed(CONTROLLER, e.category());
+            report(ctx, r.as_ref(), "DependencyMissing", acl_object::missing_reference(&e)).await?;
+            Ok(Action::requeue(ctx.args.acl_drift_interval))
+        }
         Err(e) if e.is_transient() => {
             ctx.metrics.reconcile_failed(CONTROLLER, e.category());
             report(ctx, r.as_ref(), "ConsulUnreachable", e.to_string()).await?;
@@ -328,6 +334,12 @@ impl acl_object::Importable for ACLRole {
 /// Runs the controller until `stop` resolves (the import runs in `acl_object::import_loop`).
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let controller = Controller::new(watched_api::<ACLRole>(&ctx), watcher::Config::default());
+    // A role naming a policy that does not exist yet is retried when an ACLPolicy of its
+    // namespace changes (e.g. reports that it wrote the policy).
+    let roles = controller.store();
+    let controller = controller.watches(watched_api::<ACLPolicy>(&ctx), watcher::Config::default(), move |p| {
+        acl_object::unsynced_beside(&roles, &p)
+    });
     drive(ctx, CONTROLLER, controller, reconcile, error_policy, stop).await;
 }
 
