@@ -89,6 +89,7 @@ const ACL_ADMIN_CALLERS: &[&str] = &[
     "controllers/acl_bootstrap.rs",    // makes the tokens
     "controllers/acl_auth_method.rs",  // ACLAuthMethod
     "controllers/acl_binding_rule.rs", // ACLBindingRule
+    "controllers/acl_object.rs",       // the import pass of ACLRole, ACLAuthMethod, ACLBindingRule
     "controllers/acl_policy.rs",       // ACLPolicy
     "controllers/acl_role.rs",         // ACLRole
     "controllers/acl_token.rs",        // ACLToken
