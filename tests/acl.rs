@@ -175,6 +175,10 @@ struct TokenEnv {
 }
 
 async fn token_env(prefix: &str) -> TokenEnv {
+    token_env_with(prefix, &[]).await
+}
+
+async fn token_env_with(prefix: &str, args: &[&str]) -> TokenEnv {
     support::sweep::capture_logs();
     let consul = ConsulCluster::start(ConsulOptions { acl: true, ..Default::default() }).await.expect("ACL Consul");
     let management = consul.management_token().expect("management token");
@@ -197,7 +201,7 @@ async fn token_env(prefix: &str) -> TokenEnv {
         .patch("consul", &PatchParams::apply("acl-test").force(), &Patch::Apply(&dc))
         .await
         .expect("dc");
-    let controller = support::start_controller(kube.clone(), &ns, &[]).await;
+    let controller = support::start_controller(kube.clone(), &ns, args).await;
     TokenEnv { kube, ns, addr: consul.http_addr(), management, _controller: controller, _consul: consul }
 }
 
@@ -297,6 +301,79 @@ async fn acltoken_allows_what_its_policy_allows_rotates_and_is_revoked_on_delete
         support::sweep::Known { what: "the management token".into(), value: env.management.clone() },
         support::sweep::Known { what: "the first ACLToken secret".into(), value: secret },
         support::sweep::Known { what: "the rotated ACLToken secret".into(), value: rotated },
+    ];
+    support::sweep::assert_no_leaks(&env.kube, &env.ns, &known).await;
+}
+
+/// The `Synced` condition of an ACL object (any kind), once it has `reason`.
+async fn synced_reason<K>(api: &Api<K>, name: &str, reason: &str) -> concord::resources::Condition
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + serde::Serialize,
+{
+    eventually(&format!("{name} Synced ({reason})"), WAIT, || async {
+        let obj = serde_json::to_value(api.get(name).await.ok()?).ok()?;
+        let conditions: Vec<concord::resources::Condition> =
+            serde_json::from_value(obj.pointer("/status/conditions")?.clone()).ok()?;
+        find_condition(&conditions, types::SYNCED).filter(|c| c.reason == reason).cloned()
+    })
+    .await
+}
+
+/// A role and a token applied before the policy they name: Consul refuses both, and they
+/// say so (`DependencyMissing`, not an outage), then sync as soon as the ACLPolicy does.
+/// The drift interval is 10 minutes, so only the watch on ACLPolicy can explain that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_and_a_token_applied_before_their_policy_wait_for_it_and_sync_when_it_appears() {
+    use concord::resources::ACLRole;
+    let env = token_env_with("acl-order", &["--acl-drift-interval", "10m"]).await;
+    let roles: Api<ACLRole> = Api::namespaced(env.kube.clone(), &env.ns);
+    let tokens: Api<ACLToken> = Api::namespaced(env.kube.clone(), &env.ns);
+    let policies: Api<ACLPolicy> = Api::namespaced(env.kube.clone(), &env.ns);
+    let pp = PatchParams::apply("acl-test").force();
+    let object = |kind: &str, name: &str, spec: serde_json::Value| {
+        json!({ "apiVersion": "concord.io/v1alpha1", "kind": kind,
+                "metadata": { "name": name, "namespace": env.ns }, "spec": spec })
+    };
+    roles
+        .patch("reader", &pp, &Patch::Apply(&object("ACLRole", "reader", json!({ "policies": ["late"] }))))
+        .await
+        .expect("role");
+    let token = object("ACLToken", "app", json!({ "policies": ["late"], "secretName": "app-token" }));
+    tokens.patch("app", &pp, &Patch::Apply(&token)).await.expect("token");
+
+    for (what, c) in [
+        ("role", synced_reason(&roles, "reader", "DependencyMissing").await),
+        ("token", synced_reason(&tokens, "app", "DependencyMissing").await),
+    ] {
+        assert_eq!(c.status, "False", "{what}");
+        assert!(c.message.contains(r#"No such ACL policy with name "late""#), "{what}: {}", c.message);
+        assert!(c.message.contains("retried as soon as one syncs"), "{what}: {}", c.message);
+    }
+    let events: Api<Event> = Api::namespaced(env.kube.clone(), &env.ns);
+    eventually("a DependencyMissing Event on the role", WAIT, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("DependencyMissing")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("reader")
+            })
+            .then_some(())
+    })
+    .await;
+
+    let policy = object("ACLPolicy", "late", json!({ "rules": "key_prefix \"app/\" { policy = \"read\" }" }));
+    policies.patch("late", &pp, &Patch::Apply(&policy)).await.expect("policy");
+    let role = synced_reason(&roles, "reader", "Synced").await;
+    assert_eq!(role.status, "True", "{}", role.message);
+    let token = synced_reason(&tokens, "app", "Synced").await;
+    assert_eq!(token.status, "True", "{}", token.message);
+    let secret = secret_value(&env.kube, &env.ns, "app-token", "token").await.expect("token Secret");
+    assert_eq!(call(&env.addr, &secret, reqwest::Method::GET, "/v1/kv/app/x", "").await, 404, "read allowed");
+    assert_eq!(call(&env.addr, &secret, reqwest::Method::GET, "/v1/kv/other/x", "").await, 403);
+    let known = [
+        support::sweep::Known { what: "the management token".into(), value: env.management.clone() },
+        support::sweep::Known { what: "the ACLToken secret".into(), value: secret },
     ];
     support::sweep::assert_no_leaks(&env.kube, &env.ns, &known).await;
 }

@@ -43,6 +43,11 @@ pub enum Error {
     #[error("permission denied: {method} {path}: {message}")]
     PermissionDenied { method: Method, path: String, message: String },
 
+    /// A write names an ACL policy, role or auth method that Consul does not have (yet).
+    /// Consul answers these with a 500, but retrying is useless until someone creates it.
+    #[error("{message}")]
+    MissingReference { method: Method, path: String, message: String },
+
     /// A write with `cas` lost the race: the object changed (or appeared, for `cas=0`)
     /// since the index the caller read. Re-read and decide again.
     #[error("check-and-set failed for {what}: it changed since index {index}")]
@@ -78,6 +83,7 @@ impl Error {
             Error::Http { .. } => "http_4xx",
             Error::NotFound { .. } => "not_found",
             Error::PermissionDenied { .. } => "permission_denied",
+            Error::MissingReference { .. } => "missing_reference",
             Error::CasConflict { .. } => "cas_conflict",
             Error::AclAlreadyBootstrapped { .. } => "acl_already_bootstrapped",
             Error::Decode { .. } => "decode",
@@ -106,6 +112,11 @@ impl Error {
         }
     }
 
+    /// Whether a write named an ACL policy, role or auth method Consul does not have.
+    pub fn is_missing_reference(&self) -> bool {
+        matches!(self, Error::MissingReference { .. })
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
     }
@@ -119,6 +130,7 @@ impl Error {
         match self {
             Error::Http { status, .. } => Some(*status),
             Error::NotFound { .. } => Some(StatusCode::NOT_FOUND),
+            Error::MissingReference { .. } => Some(StatusCode::INTERNAL_SERVER_ERROR),
             Error::PermissionDenied { .. } | Error::AclAlreadyBootstrapped { .. } => Some(StatusCode::FORBIDDEN),
             _ => None,
         }
@@ -138,9 +150,18 @@ impl Error {
                 Error::AclAlreadyBootstrapped { reset_index: parse_reset_index(&message) }
             }
             StatusCode::FORBIDDEN => Error::PermissionDenied { method, path, message },
+            StatusCode::INTERNAL_SERVER_ERROR if names_missing_acl_object(&message) => {
+                Error::MissingReference { method, path, message }
+            }
             _ => Error::Http { method, path, status, message },
         }
     }
+}
+
+/// Consul's answers to a write that links a missing ACL object: `No such ACL policy with
+/// name "api"`, `No such ACL role with ID "…"`, `cannot find auth method with name "pods"`.
+fn names_missing_acl_object(message: &str) -> bool {
+    message.contains("No such ACL ") || message.contains("cannot find auth method with name")
 }
 
 /// `error` and its sources, joined by ": " (a source whose text the previous one already
@@ -211,6 +232,25 @@ mod tests {
         assert_eq!(err.category(), "http_5xx");
         assert!(err.is_transient());
         assert!(err.to_string().contains("No cluster leader"));
+    }
+
+    #[test]
+    fn a_write_naming_a_missing_acl_object_is_not_transient() {
+        for body in [
+            &b"No such ACL policy with name \"api\""[..],
+            b"No such ACL role with ID \"7a0f6a2e-0000-0000-0000-000000000000\"",
+            b"cannot find auth method with name \"pods\"",
+        ] {
+            let e = Error::from_status(Method::PUT, "/v1/acl/role", StatusCode::INTERNAL_SERVER_ERROR, body);
+            assert!(e.is_missing_reference(), "{e:?}");
+            assert!(!e.is_transient(), "{e:?}");
+            assert_eq!(e.category(), "missing_reference");
+            assert_eq!(e.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+            assert_eq!(e.to_string(), String::from_utf8_lossy(body));
+        }
+        let leaderless =
+            Error::from_status(Method::PUT, "/v1/acl/role", StatusCode::INTERNAL_SERVER_ERROR, b"No cluster leader");
+        assert!(!leaderless.is_missing_reference() && leaderless.is_transient());
     }
 
     #[test]

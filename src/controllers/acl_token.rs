@@ -10,6 +10,7 @@
 //! `spec.rotation` value) writes a new pair, records the old accessor in the annotation
 //! `concord.io/revoke-accessors`, creates the new token, revokes the old, then clears the
 //! annotation. Delete revokes (finalizer; a token already gone counts as revoked).
+use super::acl_object::{self, object_status};
 use super::{apply_status, drive, object_key, reconcile_with_finalizer, requeue_after_failure, watched_api};
 use crate::cluster::tenancy::rules_grant_acl_write;
 use crate::cluster::{ClusterError, ClusterHandle};
@@ -17,7 +18,7 @@ use crate::consul::{self, AclLink, AclServiceIdentity, AclToken, Token};
 use crate::context::FIELD_MANAGER;
 use crate::context::tenant::is_forbidden;
 use crate::context::{Actor, Context};
-use crate::resources::{ACLToken, ACLTokenStatus, ConditionUpdate, find_condition, set_condition, types};
+use crate::resources::{ACLPolicy, ACLToken, ACLTokenStatus, ConditionUpdate, find_condition, set_condition, types};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -43,6 +44,8 @@ pub const REVOKE_ANNOTATION: &str = "concord.io/revoke-accessors";
 /// Secret annotation: the `spec.expirationTTL` the stored token was made with.
 pub const TTL_ANNOTATION: &str = "concord.io/expiration-ttl";
 const RESYNC: Duration = Duration::from_secs(300);
+
+object_status!(ACLToken, ACLTokenStatus);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -416,6 +419,11 @@ async fn apply(t: Arc<ACLToken>, ctx: &Context) -> Result<Action, Error> {
             ctx.reset_backoff(&key);
             Ok(Action::requeue(next_check(expires.as_deref(), lifetime, Timestamp::now())))
         }
+        Err(Failed::Consul(e)) if e.is_missing_reference() => {
+            ctx.metrics.reconcile_failed(CONTROLLER, e.category());
+            report(ctx, &t, "DependencyMissing", acl_object::missing_reference(&e)).await?;
+            Ok(Action::requeue(ctx.args.acl_drift_interval))
+        }
         Err(Failed::Consul(e)) if e.is_transient() => {
             ctx.metrics.reconcile_failed(CONTROLLER, e.category());
             report(ctx, &t, "ConsulUnreachable", e.to_string()).await?;
@@ -433,8 +441,6 @@ async fn apply(t: Arc<ACLToken>, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::requeue(ctx.backoff(&key)))
         }
         Err(Failed::Consul(e)) => {
-            // Typically a policy that does not exist (yet): quote Consul and retry with
-            // backoff, since an ACLPolicy may be about to create it.
             ctx.metrics.reconcile_failed(CONTROLLER, e.category());
             report(ctx, &t, "RejectedByConsul", format!("Consul refused the token: {e}")).await?;
             Ok(Action::requeue(ctx.backoff(&key)))
@@ -511,6 +517,12 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync
     let secrets = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
     let controller = Controller::new(watched_api::<ACLToken>(&ctx), watcher::Config::default())
         .owns(watched_api::<Secret>(&ctx), secrets);
+    // A token naming a policy that does not exist yet is retried when an ACLPolicy of its
+    // namespace changes (e.g. reports that it wrote the policy).
+    let tokens = controller.store();
+    let controller = controller.watches(watched_api::<ACLPolicy>(&ctx), watcher::Config::default(), move |p| {
+        acl_object::unsynced_beside(&tokens, &p)
+    });
     drive(ctx, CONTROLLER, controller, reconcile, error_policy, stop).await;
 }
 

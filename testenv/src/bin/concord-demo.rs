@@ -317,6 +317,9 @@ struct Report {
     conditions: Vec<(String, String, String, String)>,
 }
 
+/// The condition that says an object did its job, per kind: the report's success column.
+const PRIMARY: [&str; 4] = ["Synced", "Rendered", "Complete", "Available"];
+
 async fn wait_for_status(client: &kube::Client, objects: &[Applied], timeout: Duration) -> Vec<Report> {
     let start = Instant::now();
     loop {
@@ -342,7 +345,12 @@ async fn wait_for_status(client: &kube::Client, objects: &[Applied], timeout: Du
                     .unwrap_or_default(),
                 Err(_) => Vec::new(),
             };
-            if conditions.is_empty() {
+            // Settled when the object's main condition is True. One that waits on another
+            // (a role on its policy) or on Consul is retried by the controller, so keep
+            // polling until the timeout, then report whatever it says.
+            let main: Vec<&String> =
+                conditions.iter().filter(|(t, ..)| PRIMARY.contains(&t.as_str())).map(|(_, s, ..)| s).collect();
+            if conditions.is_empty() || (!main.is_empty() && !main.iter().any(|s| *s == "True")) {
                 pending += 1;
             }
             reports.push(Report { kind: o.resource.kind.clone(), name: o.name.clone(), conditions });
