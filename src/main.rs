@@ -71,9 +71,9 @@ fn crds(dirs: &[PathBuf]) -> Result<(), String> {
 /// keeps there what that thread freed, and it raises its thresholds each time a large
 /// block is freed. The controller's worker threads take turns with the same data (a
 /// watch event decoded on one is freed on another), so freed memory piled up per arena:
-/// in the catalog benchmark (10,000 instances) these settings took the anonymous memory
-/// after the Kubernetes → Consul phases from 38.6 to 28.0 MiB (BENCHMARKS.md, "Controller
-/// memory"). Blocks of 128 KiB and more (response bodies, lists) get their own mapping and
+/// in the catalog benchmark (10,000 instances) the anonymous memory after the Kubernetes
+/// → Consul phases was 35.8-38.6 MiB with glibc's defaults and 28.0 MiB with these
+/// settings (BENCHMARKS.md, "Controller memory"). Blocks of 128 KiB and more (response bodies, lists) get their own mapping and
 /// go back to the system when freed. glibc reads these settings only when a process
 /// starts, and `mallopt` is out of reach here (no unsafe code), so the process runs itself
 /// again once with `GLIBC_TUNABLES` set; the image links musl, which has no arenas, and
