@@ -30,9 +30,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    bound_glibc_malloc();
     let cli = Cli::parse();
+    // Only the controller: `concord render` runs the operator's commands, which would
+    // inherit the setting.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if matches!(cli.command, Command::Controller(_)) {
+        bound_glibc_malloc();
+    }
     let result = match cli.command {
         Command::Crds { write } => crds(&write),
         Command::Controller(args) => concord::runtime::main(*args, concord::controllers::all()),
@@ -66,7 +70,7 @@ fn crds(dirs: &[PathBuf]) -> Result<(), String> {
     Ok(())
 }
 
-/// glibc's allocator settings for concord: one arena, and fixed thresholds for giving
+/// glibc's allocator settings for the controller: one arena, and fixed thresholds for giving
 /// memory back. By default glibc gives each thread that allocates an arena of its own and
 /// keeps there what that thread freed, and it raises its thresholds each time a large
 /// block is freed. The controller's worker threads take turns with the same data (a
