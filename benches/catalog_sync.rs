@@ -86,7 +86,14 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 /// The controller's memory after a phase: current RSS and the peak so far (VmHWM).
 fn memory(pid: u32, phase: &str) {
     let mib = |f| status_kib(pid, f).map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or("?".into());
-    println!("  memory after {phase}: RSS {}, peak {}", mib("VmRSS:"), mib("VmHWM:"));
+    println!(
+        "  memory after {phase}: RSS {}, peak {} (anonymous {}, file-backed {}; {} threads)",
+        mib("VmRSS:"),
+        mib("VmHWM:"),
+        mib("RssAnon:"),
+        mib("RssFile:"),
+        status_kib(pid, "Threads:").map(|n| n.to_string()).unwrap_or("?".into())
+    );
 }
 
 /// Check ID → (status, first time seen in that status), kept current by a blocking query.
@@ -420,14 +427,17 @@ async fn main() {
     .await;
     let started = Instant::now();
     // BENCH_WRAP=heaptrack (or another wrapper that execs its argument) profiles the
-    // controller; the RSS figures then include the wrapper.
+    // controller; the RSS figures then include the wrapper. BENCH_CONCORD=<path> runs
+    // another build of concord (a saved copy of an earlier one, to compare two builds in
+    // the same conditions).
+    let binary = std::env::var("BENCH_CONCORD").unwrap_or_else(|_| env!("CARGO_BIN_EXE_concord").to_string());
     let mut command = match std::env::var("BENCH_WRAP") {
         Ok(wrapper) => {
             let mut c = std::process::Command::new(wrapper);
-            c.arg(env!("CARGO_BIN_EXE_concord"));
+            c.arg(&binary);
             c
         }
-        Err(_) => std::process::Command::new(env!("CARGO_BIN_EXE_concord")),
+        Err(_) => std::process::Command::new(&binary),
     };
     let child = command
         .args(["controller", "--listen", "127.0.0.1:0", "--namespace", &ns])

@@ -65,6 +65,8 @@ const FULL_RETRY_CAP: Duration = Duration::from_secs(5);
 pub const PARALLEL_TXNS: usize = 4;
 /// The label the EndpointSlice controller (and hand-made slices) name their Service with.
 const SLICE_SERVICE_LABEL: &str = "kubernetes.io/service-name";
+/// Every annotation the sync reads starts with this (`concord.io/sync`, `concord.io/tags`, ...).
+const CONCORD_ANNOTATION_PREFIX: &str = "concord.io/";
 
 /// Why a round of writes failed.
 #[derive(Debug, thiserror::Error)]
@@ -338,10 +340,22 @@ where
 
 /// Drops what [`desired::service_instances`] never reads from an EndpointSlice: per
 /// endpoint the target reference, node, zone, hostname and hints the EndpointSlice
-/// controller fills in (most of a slice's size; the index holds every slice).
+/// controller fills in (most of a slice's size; the index holds every slice), every label
+/// but the Service's name (the EndpointSlice controller copies all of the Service's labels
+/// onto its slices), and the spare capacity deserializing left in its lists: a list read
+/// from JSON grows by doubling, so 10 endpoints sat in room for 16, each endpoint ~340
+/// bytes however few of its fields are set.
 fn slim_slice(slice: &mut EndpointSlice) {
-    slice.metadata.annotations = None;
-    slice.metadata.owner_references = None;
+    let meta = &mut slice.metadata;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.generate_name = None;
+    meta.uid = None;
+    meta.creation_timestamp = None;
+    meta.generation = None;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|k, _| k == SLICE_SERVICE_LABEL);
+    }
     for ep in &mut slice.endpoints {
         ep.target_ref = None;
         ep.node_name = None;
@@ -349,20 +363,39 @@ fn slim_slice(slice: &mut EndpointSlice) {
         ep.hostname = None;
         ep.hints = None;
         ep.deprecated_topology = None;
+        ep.addresses.shrink_to_fit();
+    }
+    slice.endpoints.shrink_to_fit();
+    if let Some(ports) = slice.ports.as_mut() {
+        ports.shrink_to_fit();
     }
 }
 
-/// Drops the parts of a Service spec the sync never reads (selector, cluster IPs, ...).
+/// Drops the parts of a Service the sync never reads: of its spec all but ports, type and
+/// external name (selector, cluster IPs, ...), its status unless its LoadBalancer ingress
+/// is what gets registered, and every annotation that is not one of concord's (such as
+/// `kubectl.kubernetes.io/last-applied-configuration`, a copy of the whole object). Its
+/// name, namespace, UID and resource version stay: Events name the Service by them.
 fn slim_service(svc: &mut Service) {
     if let Some(spec) = svc.spec.as_mut() {
         *spec = k8s_openapi::api::core::v1::ServiceSpec {
-            ports: spec.ports.take(),
+            ports: spec.ports.take().map(|mut p| {
+                p.shrink_to_fit();
+                p
+            }),
             type_: spec.type_.take(),
             external_name: spec.external_name.take(),
             ..Default::default()
         };
     }
     svc.metadata.owner_references = None;
+    if let Some(annotations) = svc.metadata.annotations.as_mut() {
+        annotations.retain(|k, _| k.starts_with(CONCORD_ANNOTATION_PREFIX));
+    }
+    let uses_lb = svc.metadata.annotations.as_ref().and_then(|a| a.get(crate::sync::ANNOTATION_USE_LB_IP)).is_some();
+    if !uses_lb {
+        svc.status = None;
+    }
 }
 
 /// The synthetic node `name` of this sync, as it registers it.
@@ -1053,14 +1086,18 @@ mod tests {
             actor: crate::context::Actor::Controller,
         };
         let svc: Service = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web", "namespace": "ns", "annotations": {"concord.io/tags": "a,b", "concord.io/port": "http"},
+            "metadata": {"name": "web", "namespace": "ns", "uid": "s1",
+                         "annotations": {"concord.io/tags": "a,b", "concord.io/port": "http",
+                                         "kubectl.kubernetes.io/last-applied-configuration": "{\"kind\":\"Service\"}"},
                          "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "x", "uid": "u"}]},
             "spec": {"selector": {"app": "web"}, "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
                      "ports": [{"name": "metrics", "port": 9090}, {"name": "http", "port": 80, "targetPort": 8080}]}
         }))
         .expect("service");
         let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web-abc", "namespace": "ns", "labels": {"kubernetes.io/service-name": "web"},
+            "metadata": {"name": "web-abc", "namespace": "ns", "uid": "u1",
+                         "labels": {"kubernetes.io/service-name": "web", "app": "web",
+                                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
                          "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": "2026-01-01T00:00:00Z"}},
             "addressType": "IPv4",
             "ports": [{"name": "metrics", "port": 9090}, {"name": "http", "port": 8080}],
@@ -1080,6 +1117,33 @@ mod tests {
         assert_eq!(before.instances.len(), 2);
         assert!(slice2.endpoints.iter().all(|e| e.target_ref.is_none() && e.node_name.is_none()));
         assert!(svc2.spec.as_ref().is_some_and(|s| s.selector.is_none() && s.cluster_ips.is_none()));
+        // Only concord's annotations, the Service's name label of a slice, and lists
+        // without spare room are kept; what names the Service in an Event stays.
+        let annotations = svc2.metadata.annotations.as_ref().expect("annotations");
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["concord.io/port", "concord.io/tags"]);
+        assert_eq!(svc2.object_ref(&()), svc.object_ref(&()));
+        let labels = slice2.metadata.labels.as_ref().expect("labels");
+        assert_eq!(labels.keys().collect::<Vec<_>>(), [SLICE_SERVICE_LABEL]);
+        assert_eq!(slice2.endpoints.capacity(), slice2.endpoints.len());
+        assert!(slice2.endpoints.iter().all(|e| e.addresses.capacity() == e.addresses.len()));
+
+        // A Service whose LoadBalancer ingress is registered keeps its status; the others
+        // drop it.
+        let lb: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "edge", "namespace": "ns", "annotations": {"concord.io/use-load-balancer-ip": "true"}},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 443}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}
+        }))
+        .expect("service");
+        let before = desired::service_instances(&cfg, &lb, &[], true);
+        assert_eq!(before.instances.len(), 1);
+        let mut lb2 = lb.clone();
+        slim_service(&mut lb2);
+        assert_eq!(desired::service_instances(&cfg, &lb2, &[], true), before);
+        let mut plain = svc.clone();
+        plain.status = lb.status.clone();
+        slim_service(&mut plain);
+        assert!(plain.status.is_none());
     }
 
     #[test]
