@@ -729,3 +729,272 @@ async fn unmarked_kubernetes_methods_are_imported_only_when_every_rule_holds_to_
     let shared = env.admin.acl_auth_method_read("shared-pods").await.expect("read").expect("method");
     assert_eq!((shared.description.as_str(), shared.config.host.as_str()), ("by hand", "https://127.0.0.1:1"));
 }
+
+/// The notes of the Warning Events `reason` on the object `object` of `ns`.
+async fn warnings(kube: &kube::Client, ns: &str, object: &str, reason: &str) -> Vec<String> {
+    use k8s_openapi::api::events::v1::Event;
+    let events = Api::<Event>::namespaced(kube.clone(), ns).list(&Default::default()).await.expect("events");
+    events
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some("Warning"))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn binding_rules_are_imported_only_when_the_namespace_could_have_written_them_and_never_twice() {
+    let consul = ConsulCluster::start(ConsulOptions { acl: true, ..Default::default() }).await.expect("ACL Consul");
+    let kube_env = testenv::shared_kube().await;
+    let host = kube_env.server_url();
+    let ca = std::fs::read_to_string(kube_env.work_dir().join("ca.crt")).expect("CA");
+    let env = env(&consul, "acl-import-r", json!({ "serviceIdentities": ["web", "api"] }), Value::Null, &host).await;
+    let ns = env.ns.clone();
+    // This namespace's method, made by concord (its Consul name is not the object's).
+    apply(&env, "ACLAuthMethod", "pods", json!({ "name": "team-pods" })).await;
+    synced(&env, "ACLAuthMethod", "pods", "True", "Synced").await;
+
+    // Made by hand in Consul on that method: a rule the namespace could write itself, and
+    // the attacks: selectors that reach other namespaces, an ungranted service, a role
+    // that is not this namespace's.
+    let held = format!("serviceaccount.namespace==\"{ns}\"");
+    let rule = |method: &str, selector: String, bind_type: &str, bind_name: &str| AclBindingRule {
+        auth_method: method.into(),
+        description: "by hand".into(),
+        selector,
+        bind_type: bind_type.into(),
+        bind_name: bind_name.into(),
+        ..Default::default()
+    };
+    let create = |r: AclBindingRule| {
+        let admin = env.admin.clone();
+        async move {
+            for attempt in 1.. {
+                match admin.acl_binding_rule_create(&r).await {
+                    Ok(created) => return created,
+                    // A fresh cluster on a busy machine may lose its leader mid-write
+                    // ("leadership lost while committing log"): the write may have landed.
+                    Err(e) if attempt < 5 => {
+                        tracing::warn!(error = %e, "creating a test rule; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let landed = admin.acl_binding_rules(&r.auth_method).await.unwrap_or_default();
+                        let same = |x: &AclBindingRule| {
+                            (&x.selector, &x.bind_type, &x.bind_name) == (&r.selector, &r.bind_type, &r.bind_name)
+                        };
+                        if let Some(created) = landed.into_iter().find(same) {
+                            return created;
+                        }
+                    }
+                    Err(e) => panic!("rule: {e}"),
+                }
+            }
+            unreachable!("the loop returns or panics")
+        }
+    };
+    let good = create(rule("team-pods", format!("{held} and (serviceaccount.name==web)"), "service", "web")).await;
+    let wider =
+        create(rule("team-pods", format!("{held} or serviceaccount.namespace==\"elsewhere\""), "service", "web")).await;
+    let escape = create(rule(
+        "team-pods",
+        format!("{held} and (serviceaccount.name==web) or (serviceaccount.name!=\"\")"),
+        "service",
+        "web",
+    ))
+    .await;
+    let ungranted = create(rule("team-pods", held.clone(), "service", "db")).await;
+    let ops = AclRole {
+        name: "ops-admin".into(),
+        description: "by hand".into(),
+        service_identities: vec![concord::consul::AclServiceIdentity {
+            service_name: "db".into(),
+            datacenters: vec![],
+        }],
+        ..Default::default()
+    };
+    env.admin.acl_role_create(&ops).await.expect("role");
+    let foreign_role = create(rule("team-pods", held.clone(), "role", "ops-admin")).await;
+    let hostile = [&wider, &escape, &ungranted, &foreign_role];
+    // Another namespace's method, with a rule that even names this namespace; and a
+    // method made by hand, imported in the same pass as its rule.
+    let jwt = pod_token(&env.kube, &ns, "hand").await;
+    let method = |name: &str, description: &str| concord::consul::AclAuthMethod {
+        name: name.into(),
+        kind: "kubernetes".into(),
+        description: description.into(),
+        config: concord::consul::KubernetesAuthConfig {
+            host: "https://127.0.0.1:1".into(),
+            ca_cert: ca.clone(),
+            service_account_jwt: Some(Token::new(&jwt)),
+        },
+        ..Default::default()
+    };
+    env.admin.acl_auth_method_create(&method("elsewhere-pods", "[concord.io elsewhere/pods]")).await.expect("method");
+    env.admin.acl_auth_method_create(&method("hand-pods", "by hand")).await.expect("method");
+    let foreign = create(rule("elsewhere-pods", held.clone(), "service", "web")).await;
+    let hand = create(rule("hand-pods", format!("{held} and (serviceaccount.name==api)"), "service", "api")).await;
+    let short = |id: &str| id[..8].to_ascii_lowercase();
+
+    // The CLI: --namespace is needed, in one line.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(["import", "ACLBindingRule", "--address", &env.addr])
+        .env("CONSUL_HTTP_TOKEN", &env.management)
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    let line = String::from_utf8_lossy(&bad.stderr);
+    assert!(line.trim().lines().count() == 1 && line.contains("--namespace"), "{line}");
+    // Rules on a method the namespace neither owns nor imports in that run: none.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(["import", "ACLBindingRule", "--namespace", &ns, "--address", &env.addr])
+        .env("CONSUL_HTTP_TOKEN", &env.management)
+        .output()
+        .expect("concord import runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stdout.contains(&hand.id[..8]) && !stdout.contains("hand-pods"), "{stdout}");
+    assert!(stderr.contains("hand-pods: the method is not namespace"), "{stderr}");
+    assert!(stdout.contains(&format!("pods-{}", short(&good.id))), "{stdout}");
+    // It prints the rules held to the namespace on its methods (the one it owns, and the
+    // one printed in this run), names the others, and marks nothing without --adopt.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(["import", "ACLAuthMethod", "ACLBindingRule", "--namespace", &ns, "--address", &env.addr])
+        .env("CONSUL_HTTP_TOKEN", &env.management)
+        .env_remove("CONSUL_HTTP_ADDR")
+        .output()
+        .expect("concord import runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let docs: Vec<Value> = stdout.split("---\n").map(|d| serde_yaml::from_str(d).expect("YAML")).collect();
+    let printed = |name: &str| docs.iter().find(|d| d["metadata"]["name"] == name).cloned();
+    let doc = printed(&format!("pods-{}", short(&good.id))).unwrap_or_else(|| panic!("the good rule in {stdout}"));
+    assert_eq!(doc["kind"], "ACLBindingRule");
+    assert_eq!(
+        doc["spec"],
+        json!({ "authMethodRef": "pods", "description": "by hand", "selector": "serviceaccount.name==web",
+                "bindType": "service", "bindName": "web" })
+    );
+    let doc = printed(&format!("hand-pods-{}", short(&hand.id))).unwrap_or_else(|| panic!("hand's rule in {stdout}"));
+    assert_eq!(doc["spec"]["authMethodRef"], "hand-pods");
+    for r in [&wider, &escape] {
+        assert!(stderr.contains(&r.id) && printed(&format!("pods-{}", short(&r.id))).is_none(), "{stderr}");
+    }
+    assert!(stderr.contains("not held to namespace"), "{stderr}");
+    assert!(!stdout.contains(&foreign.id) && !stdout.contains("elsewhere-pods"), "another's method: {stdout}");
+    assert!(stderr.contains("grants"), "the CLI says who checks the grants: {stderr}");
+    assert!(!stdout.contains(&jwt) && !stderr.contains(&jwt), "the reviewer JWT was printed");
+    assert_eq!(env.admin.acl_binding_rule_read(&good.id).await.expect("read").expect("good"), good, "marked");
+
+    // The DiscoveryCluster asks for methods and rules.
+    let patch = json!({ "spec": { "sync": { "importConfigEntries": ["ACLAuthMethod", "ACLBindingRule"] } } });
+    Api::<DiscoveryCluster>::namespaced(env.kube.clone(), &ns)
+        .patch("consul", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("import on");
+    let name = format!("pods-{}", short(&good.id));
+    let obj = synced(&env, "ACLBindingRule", &name, "True", "Synced").await;
+    assert_eq!(obj["metadata"]["labels"]["concord.io/imported"], "true");
+    assert_eq!(obj["status"]["ruleId"], json!(good.id), "the hand-made rule was adopted, not recreated");
+    let adopted = env.admin.acl_binding_rule_read(&good.id).await.expect("read").expect("good");
+    assert_eq!(adopted.description, format!("by hand [concord.io {ns}/{name}]"));
+    assert_eq!(
+        AclBindingRule { description: good.description.clone(), modify_index: good.modify_index, ..adopted },
+        good
+    );
+    let hand_name = format!("hand-pods-{}", short(&hand.id));
+    synced(&env, "ACLAuthMethod", "hand-pods", "True", "Synced").await;
+    let obj = synced(&env, "ACLBindingRule", &hand_name, "True", "Synced").await;
+    assert_eq!(obj["status"]["ruleId"], json!(hand.id));
+
+    // Each attack is named in an Event on the DiscoveryCluster; none gets an object, none
+    // is changed, and no import or sync writes a second rule.
+    eventually("an ImportRefused Event per hostile rule", WAIT, || async {
+        let notes = warnings(&env.kube, &ns, "consul", "ImportRefused").await.join("\n");
+        hostile.iter().all(|r| notes.contains(&r.id)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // a few import and drift rounds
+    let objects =
+        Api::<ACLBindingRule>::namespaced(env.kube.clone(), &ns).list(&Default::default()).await.expect("list");
+    let mut names: Vec<String> = objects.items.iter().map(|o| o.metadata.name.clone().unwrap_or_default()).collect();
+    names.sort();
+    let mut want = vec![name.clone(), hand_name.clone()];
+    want.sort();
+    assert_eq!(names, want, "only the two rules the namespace could write were imported");
+    let mut ids: Vec<String> = rules_of(&env.admin, "team-pods").await.into_iter().map(|r| r.id).collect();
+    ids.sort();
+    let mut created: Vec<String> =
+        [&good, &wider, &escape, &ungranted, &foreign_role].iter().map(|r| r.id.clone()).collect();
+    created.sort();
+    assert_eq!(ids, created, "no rule was added or removed");
+    for r in hostile {
+        assert_eq!(&env.admin.acl_binding_rule_read(&r.id).await.expect("read").expect("rule"), r, "changed");
+    }
+    assert_eq!(rules_of(&env.admin, "elsewhere-pods").await, vec![foreign], "another namespace's rule");
+    assert_eq!(rules_of(&env.admin, "hand-pods").await.len(), 1, "a second rule on the imported method");
+
+    // A pod logs in through the imported method and rule, and gets only their identity.
+    let api = pod_token(&env.kube, &ns, "api").await;
+    let (status, token) = login(&env.addr, "hand-pods", &api).await;
+    assert_eq!(status, 200, "{token}");
+    let identities = token["ServiceIdentities"].as_array().cloned().unwrap_or_default();
+    assert_eq!(identities.len(), 1, "{token}");
+    assert_eq!(identities[0]["ServiceName"], "api");
+    if let Some(secret) = token["SecretID"].as_str() {
+        let _ = call(&env.addr, secret, Method::POST, "/v1/acl/logout", "").await;
+    }
+
+    // The adopted rule is the object's now: an edit updates it in place, delete removes it.
+    let edit = json!({ "spec": { "selector": "serviceaccount.name==api", "bindName": "api" } });
+    Api::<ACLBindingRule>::namespaced(env.kube.clone(), &ns)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("edit");
+    eventually("the update reaches Consul", WAIT, || async {
+        let r = env.admin.acl_binding_rule_read(&good.id).await.ok()??;
+        (r.bind_name == "api" && r.selector == format!("{held} and (serviceaccount.name==api)")).then_some(())
+    })
+    .await;
+    assert_eq!(rules_of(&env.admin, "team-pods").await.len(), 5, "the edit wrote a second rule");
+    delete(&env, "ACLBindingRule", &name).await;
+    assert!(env.admin.acl_binding_rule_read(&good.id).await.expect("read").is_none(), "the adopted rule stayed");
+
+    // `concord import --adopt`: with the DiscoveryCluster's rule import off, the CLI marks
+    // a new rule for the object it prints; applied as printed, that object adopts it.
+    let patch = json!({ "spec": { "sync": { "importConfigEntries": ["ACLAuthMethod"] } } });
+    Api::<DiscoveryCluster>::namespaced(env.kube.clone(), &ns)
+        .patch("consul", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("rule import off");
+    for r in hostile {
+        env.admin.acl_binding_rule_delete(&r.id).await.expect("delete");
+    }
+    let late = create(rule("hand-pods", format!("{held} and (serviceaccount.name==web)"), "service", "web")).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(["import", "ACLBindingRule", "--adopt", "--namespace", &ns, "--cluster-ref", "consul"])
+        .args(["--address", &env.addr])
+        .env("CONSUL_HTTP_TOKEN", &env.management)
+        .output()
+        .expect("concord import --adopt runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let late_name = format!("hand-pods-{}", short(&late.id));
+    let docs: Vec<Value> = stdout.split("---\n").map(|d| serde_yaml::from_str(d).expect("YAML")).collect();
+    assert_eq!(docs.len(), 1, "only the new rule: {stdout}");
+    assert_eq!(docs[0]["metadata"]["name"], json!(late_name));
+    let marked = env.admin.acl_binding_rule_read(&late.id).await.expect("read").expect("late");
+    assert_eq!(marked.description, format!("by hand [concord.io {ns}/{late_name}]"));
+    let object: ACLBindingRule = serde_json::from_value(docs[0].clone()).expect("an ACLBindingRule");
+    Api::<ACLBindingRule>::namespaced(env.kube.clone(), &ns)
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("applied as printed");
+    let obj = synced(&env, "ACLBindingRule", &late_name, "True", "Synced").await;
+    assert_eq!(obj["status"]["ruleId"], json!(late.id));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut ids: Vec<String> = rules_of(&env.admin, "hand-pods").await.into_iter().map(|r| r.id).collect();
+    ids.sort();
+    let mut want = vec![hand.id.clone(), late.id.clone()];
+    want.sort();
+    assert_eq!(ids, want, "the applied object wrote a second rule");
+}

@@ -139,6 +139,18 @@ fn rendered_defaults_are_ha_and_locked_down() {
         let rules = cluster_role["rules"].to_string();
         assert!(!rules.contains("secrets") && !rules.contains("configmaps"), "{rules}");
     }
+    // Every kind an import makes (`sync.importConfigEntries`) may be created.
+    let creatable: Vec<String> = docs
+        .iter()
+        .filter(|d| kind_of(d) == "ClusterRole")
+        .flat_map(|d| d["rules"].as_array().cloned().unwrap_or_default())
+        .filter(|r| r["verbs"].as_array().is_some_and(|v| v.iter().any(|v| v == "create")))
+        .flat_map(|r| r["resources"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect();
+    for kind in ["aclroles", "aclauthmethods", "aclbindingrules", "preparedqueries", "servicedefaults"] {
+        assert!(creatable.iter().any(|c| c == kind), "{kind} not creatable: {creatable:?}");
+    }
     // The default DiscoveryCluster is a toggle.
     let without = render("concord", "concord", &["discoveryCluster.create=false"], &[]);
     assert!(without.iter().all(|d| kind_of(d) != "DiscoveryCluster"));

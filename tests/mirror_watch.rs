@@ -229,31 +229,116 @@ fn load() -> String {
         .unwrap_or_default()
 }
 
-/// A bounded measurement, run by hand (`--ignored`), once over HTTP/2 (TLS Consul, one
-/// query per service) and once over HTTP/1.1 (plain Consul, the two catalog-wide queries
-/// and the rescan): 1,000 mirrored services; each Consul server's CPU over 20 s with the
-/// watches idle; then address-only changes one at a time, each timed from the commit to
-/// the EndpointSlice. Prints the figures (BENCHMARKS.md has them); asserts only that every
-/// change arrived.
+/// What the measurement reads from its environment: a number, else `default`.
+fn measure_env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Every EndpointSlice of `ns`, followed by a watch: service → (its endpoints, when the
+/// watch delivered them). Delivery times, not polls, so a change is timed to the event.
+type Seen =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (Vec<(String, i32)>, std::time::Instant)>>>;
+
+fn follow_slices(kube: &kube::Client, ns: &str) -> (Seen, tokio::task::JoinHandle<()>) {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let seen: Seen = Default::default();
+    let api = Api::<EndpointSlice>::namespaced(kube.clone(), ns);
+    let into = seen.clone();
+    let task = tokio::spawn(async move {
+        let of = |s: &EndpointSlice| {
+            let service = s.metadata.labels.as_ref()?.get("kubernetes.io/service-name")?.clone();
+            let port = s.ports.iter().flatten().find_map(|p| p.port).unwrap_or_default();
+            let mut eps: Vec<(String, i32)> =
+                s.endpoints.iter().flat_map(|e| e.addresses.clone()).map(|a| (a, port)).collect();
+            eps.sort();
+            Some((service, eps))
+        };
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+        while let Some(event) = events.next().await {
+            let now = std::time::Instant::now();
+            let Ok(mut map) = into.lock() else { return };
+            match event {
+                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                    if let Some((service, eps)) = of(&s) {
+                        map.insert(service, (eps, now));
+                    }
+                }
+                Ok(watcher::Event::Delete(s)) => {
+                    if let Some((service, _)) = of(&s) {
+                        map.insert(service, (Vec::new(), now));
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    (seen, task)
+}
+
+/// Waits until `service`'s endpoints satisfy `done`; how long after `since` the watch
+/// delivered them.
+async fn delivered(
+    seen: &Seen,
+    service: &str,
+    since: std::time::Instant,
+    done: impl Fn(&[(String, i32)]) -> bool,
+) -> Duration {
+    let deadline = since + Duration::from_secs(120);
+    loop {
+        if let Some((eps, at)) = seen.lock().ok().and_then(|m| m.get(service).cloned())
+            && at >= since
+            && done(&eps)
+        {
+            return at.duration_since(since);
+        }
+        assert!(std::time::Instant::now() < deadline, "{service}: change not delivered within 120 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// p50 / p99 / max of `took`, in ms.
+fn percentiles(took: &mut [Duration]) -> String {
+    took.sort();
+    let at = |q: f64| took[((took.len() as f64 * q).ceil() as usize).clamp(1, took.len()) - 1].as_millis();
+    format!("p50 {} / p99 {} / max {} ms ({} changes)", at(0.50), at(0.99), at(1.0), took.len())
+}
+
+/// A bounded measurement, run by hand (`--ignored`), alone: `MIRROR_MEASURE_SERVICES`
+/// mirrored services (default 1,000), over HTTP/2 (TLS Consul, one query per service) and
+/// over HTTP/1.1 (plain Consul, the two catalog-wide queries and the rescan), as
+/// `MIRROR_MEASURE_MODES` says (`h2,h1` by default). Each Consul server's CPU over 20 s
+/// with the watches idle; then `MIRROR_MEASURE_CHANGES` changes of each kind (address
+/// only, port only, the instance turning critical, a second instance added), one at a
+/// time on different services, each timed from the commit to the watch event that
+/// delivered it to the EndpointSlice. Prints the figures (BENCHMARKS.md has them);
+/// asserts only that every change arrived.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement of a few minutes: run by hand, alone"]
-async fn measure_address_changes_and_consul_cpu_at_1000_services() {
-    const SERVICES: usize = 1_000;
-    const NODES: usize = 20;
+#[ignore = "a measurement of minutes: run by hand, alone"]
+async fn measure_changes_and_consul_cpu_at_scale() {
+    let services = measure_env("MIRROR_MEASURE_SERVICES", 1_000);
+    let per_kind = measure_env("MIRROR_MEASURE_CHANGES", 10);
+    let modes = std::env::var("MIRROR_MEASURE_MODES").unwrap_or_else(|_| "h2,h1".into());
+    let nodes = (services / 50).max(1);
     support::sweep::capture_logs();
     let kube_env = testenv::shared_kube().await;
     let kube = kube_env.client().await;
     install_crds(&kube).await;
-    for (tls, changes) in [(true, 10usize), (false, 4)] {
+    for tls in [true, false] {
+        if !modes.split(',').any(|m| m.trim() == if tls { "h2" } else { "h1" }) {
+            continue;
+        }
         let opts = testenv::ConsulOptions { tls, ..Default::default() };
         let consul_env = testenv::ConsulCluster::start(opts).await.expect("Consul");
         let c = consul::Client::new(support::consul_config(&consul_env)).expect("client");
         let mode = if tls { "HTTP/2, one query per service" } else { "HTTP/1.1, two catalog-wide queries" };
         let ns = kube_env.create_namespace(if tls { "measure-h2" } else { "measure-h1" }).await;
-        let vm = |i: usize| format!("vm-m-{}", i % NODES);
+        let vm = |i: usize| format!("vm-m-{}", i % nodes);
         let addr = |i: usize, round: usize| format!("10.{}.{}.{}", 60 + round, i / 200, i % 200 + 1);
-        let mut ops: Vec<consul::TxnOp> = (0..NODES).map(|n| node(&vm(n), &format!("10.59.0.{n}"))).collect();
-        for i in 0..SERVICES {
+        let mut ops: Vec<consul::TxnOp> =
+            (0..nodes).map(|n| node(&vm(n), &format!("10.59.{}.{}", n / 200, n % 200))).collect();
+        ops.push(node("vm-extra", "10.58.0.1"));
+        for i in 0..services {
             ops.extend(instance(&vm(i), &format!("m-{i}"), &addr(i, 0), 8000));
         }
         commit(&c, &ops).await;
@@ -272,15 +357,23 @@ async fn measure_address_changes_and_consul_cpu_at_1000_services() {
             .patch("consul", &PatchParams::apply("concord-test").force(), &Patch::Apply(&dc))
             .await
             .expect("DiscoveryCluster");
+        let (seen, follower) = follow_slices(&kube, &ns);
         let started = std::time::Instant::now();
         let controller = start_controller(kube.clone(), &ns, &[]).await;
-        let services = Api::<Service>::namespaced(kube.clone(), &ns);
-        let mirrored = ListParams::default().labels(&format!("concord.io/sync-identity={ns}-consul"));
-        eventually("all 1,000 mirrored", Duration::from_secs(300), || async {
-            (services.list_metadata(&mirrored).await.ok()?.items.len() == SERVICES).then_some(())
-        })
-        .await;
-        println!("[{mode}] 1,000 Services mirrored after {:.1} s (load {})", started.elapsed().as_secs_f64(), load());
+        let limit = Duration::from_secs((services as u64 / 5).max(300));
+        loop {
+            let have = seen.lock().map(|m| m.values().filter(|(e, _)| !e.is_empty()).count()).unwrap_or(0);
+            if have >= services {
+                break;
+            }
+            assert!(started.elapsed() < limit, "{have} of {services} mirrored after {limit:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        println!(
+            "[{mode}] {services} services mirrored (slices seen) after {:.1} s (load {})",
+            started.elapsed().as_secs_f64(),
+            load()
+        );
         tokio::time::sleep(Duration::from_secs(10)).await;
 
         let leader = consul_env.leader_index().await;
@@ -303,25 +396,49 @@ async fn measure_address_changes_and_consul_cpu_at_1000_services() {
             .collect();
         println!("[{mode}] Consul CPU over {idle:?} idle: {} (load {})", used.join("; "), load());
 
-        let slices = Api::<EndpointSlice>::namespaced(kube.clone(), &ns);
-        let mut took = Vec::new();
-        for k in 0..changes {
-            let i = (k * 97 + 13) % SERVICES;
-            let name = format!("m-{i}");
-            let new = addr(i, 1);
-            let at = std::time::Instant::now();
-            commit(&c, &instance(&vm(i), &name, &new, 8000)[..1]).await;
-            eventually("the address-only change in the slice", Duration::from_secs(120), || async {
-                endpoints(&slices, &name).await.filter(|e| e.iter().any(|(a, _)| *a == new))
-            })
-            .await;
-            took.push(at.elapsed());
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        let changes = if tls { per_kind } else { per_kind.min(4) };
+        let mut all = Vec::new();
+        let mut next = 0usize;
+        for kind in ["address only", "port only", "turns critical", "second instance"] {
+            let mut took = Vec::new();
+            for _ in 0..changes {
+                let i = (next * 97 + 13) % services;
+                next += 1;
+                let name = format!("m-{i}");
+                let at = std::time::Instant::now();
+                let d = match kind {
+                    "address only" => {
+                        let new = addr(i, 1);
+                        commit(&c, &instance(&vm(i), &name, &new, 8000)[..1]).await;
+                        delivered(&seen, &name, at, |e| e.iter().any(|(a, _)| *a == new)).await
+                    }
+                    "port only" => {
+                        commit(&c, &instance(&vm(i), &name, &addr(i, 0), 9000)[..1]).await;
+                        delivered(&seen, &name, at, |e| e.iter().any(|(_, p)| *p == 9000)).await
+                    }
+                    "turns critical" => {
+                        let [_, consul::TxnOp::CheckSet(mut check)] = instance(&vm(i), &name, &addr(i, 0), 8000) else {
+                            unreachable!("instance() is a service and its check")
+                        };
+                        check.status = CheckStatus::Critical;
+                        commit(&c, &[consul::TxnOp::CheckSet(check)]).await;
+                        delivered(&seen, &name, at, |e| e.is_empty()).await
+                    }
+                    _ => {
+                        let new = addr(i, 2);
+                        commit(&c, &instance("vm-extra", &name, &new, 8000)).await;
+                        delivered(&seen, &name, at, |e| e.iter().any(|(a, _)| *a == new)).await
+                    }
+                };
+                took.push(d);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            all.extend(took.iter().copied());
+            println!("[{mode}] {kind} → EndpointSlice: {} (load {})", percentiles(&mut took), load());
         }
-        took.sort();
-        let ms: Vec<String> = took.iter().map(|d| format!("{}", d.as_millis())).collect();
-        println!("[{mode}] address-only change → EndpointSlice, ms, sorted: {} (load {})", ms.join(", "), load());
+        println!("[{mode}] every kind → EndpointSlice: {}", percentiles(&mut all));
         controller.stop().await;
+        follower.abort();
     }
 }
 

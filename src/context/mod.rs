@@ -77,12 +77,27 @@ impl Context {
 
     /// Publishes an Event on an object; a failure to publish is logged, never fatal.
     pub async fn event(&self, object: &ObjectReference, warning: bool, reason: &str, action: &str, note: String) {
+        self.event_related(object, None, warning, reason, action, note).await;
+    }
+
+    /// Publishes an Event on an object about a second one (`related`). The recorder folds
+    /// Events with the same object, reason and action into one series that keeps the
+    /// first note; a `related` object of its own keeps each one's note.
+    pub async fn event_related(
+        &self,
+        object: &ObjectReference,
+        related: Option<ObjectReference>,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.to_string(),
             note: Some(truncate(note, 1000)),
             action: action.to_string(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(e) = self.recorder.publish(&event, object).await {
             tracing::warn!(error = %e, reason, "cannot publish event");

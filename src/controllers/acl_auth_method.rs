@@ -34,7 +34,7 @@ use super::acl_object::{
 use super::acl_token::renew_at;
 use super::config_entry::{IMPORTED_LABEL, is_dns_subdomain};
 use super::{drive, object_key, reconcile_with_finalizer, requeue_after_failure, watched_api};
-use crate::cluster::ClusterError;
+use crate::cluster::{ClusterError, ClusterHandle};
 use crate::consul::{self, AclAuthMethod, KubernetesAuthConfig, Token};
 use crate::context::Context;
 use crate::resources::{
@@ -363,81 +363,62 @@ fn error_policy(m: Arc<ACLAuthMethod>, error: &Error, ctx: Arc<Context>) -> Acti
     requeue_after_failure(&ctx, CONTROLLER, m.as_ref(), error.category())
 }
 
-/// Whether `dc` asks for unmanaged methods to be imported.
-pub fn wants_import(dc: &DiscoveryCluster) -> bool {
-    dc.spec.sync.as_ref().is_some_and(|s| s.import_config_entries.iter().any(|k| k == IMPORT_KIND))
-}
+impl acl_object::Importable for ACLAuthMethod {
+    const IMPORT_KIND: &'static str = IMPORT_KIND;
+    type Found = AclAuthMethod;
 
-async fn import_unmanaged(
-    ctx: &Context,
-    dc: &DiscoveryCluster,
-    told: &mut std::collections::HashSet<String>,
-) -> Result<(), String> {
-    let ns = dc.namespace().unwrap_or_default();
-    let cluster =
-        ctx.clusters.resolve_acl_admin(&ctx.client, &ns, Some(&dc.name_any())).await.map_err(|e| e.to_string())?;
-    let stubs = cluster.consul.acl_auth_methods().await.map_err(|e| e.to_string())?;
-    let api: Api<ACLAuthMethod> = Api::namespaced(ctx.client.clone(), &ns);
-    let objects = api.list(&Default::default()).await.map_err(|e| e.to_string())?;
-    let declared: Vec<String> =
-        objects.items.iter().map(|m| m.spec.name.clone().unwrap_or_else(|| m.name_any())).collect();
-    let dc_ref = dc.object_ref(&());
-    for stub in stubs {
-        if marked(&stub.description) || declared.contains(&stub.name) {
-            continue;
-        }
-        let Some(found) = cluster.consul.acl_auth_method_read(&stub.name).await.map_err(|e| e.to_string())? else {
-            continue;
-        };
-        let rules = cluster.consul.acl_binding_rules(&found.name).await.map_err(|e| e.to_string())?;
-        let refusal = import_refusal(&found, &rules, &ns).map(Err).unwrap_or_else(|| {
-            importable(&found, Some(&ns), Some(&dc.name_any())).ok_or_else(|| {
-                format!("auth method {} uses what ACLAuthMethod cannot declare; not imported", found.name)
-            })
-        });
-        let object = match refusal {
-            Ok(object) => object,
-            Err(msg) => {
-                if told.insert(format!("{ns}/{}|{msg}", dc.name_any())) {
-                    tracing::info!(method = %found.name, "{msg}");
-                    ctx.event(&dc_ref, true, "ImportRefused", "Import", msg).await;
-                }
+    /// The unmarked methods no object of the namespace declares (see the module's doc).
+    async fn candidates(
+        ctx: &Context,
+        cluster: &ClusterHandle,
+        dc: &DiscoveryCluster,
+    ) -> Result<acl_object::Candidates<ACLAuthMethod>, String> {
+        let ns = dc.namespace().unwrap_or_default();
+        let stubs = cluster.consul.acl_auth_methods().await.map_err(|e| e.to_string())?;
+        let api: Api<ACLAuthMethod> = Api::namespaced(ctx.client.clone(), &ns);
+        let objects = api.list(&Default::default()).await.map_err(|e| e.to_string())?;
+        let declared: Vec<String> =
+            objects.items.iter().map(|m| m.spec.name.clone().unwrap_or_else(|| m.name_any())).collect();
+        let mut candidates = Vec::new();
+        for stub in stubs {
+            if marked(&stub.description) || declared.contains(&stub.name) {
                 continue;
             }
-        };
-        // Create first, then mark: the method is marked only for the object made here.
-        match api.create(&PostParams::default(), &object).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => return Err(e.to_string()),
+            let Some(found) = cluster.consul.acl_auth_method_read(&stub.name).await.map_err(|e| e.to_string())? else {
+                continue;
+            };
+            let rules = cluster.consul.acl_binding_rules(&found.name).await.map_err(|e| e.to_string())?;
+            let object = import_refusal(&found, &rules, &ns).map(Err).unwrap_or_else(|| {
+                importable(&found, Some(&ns), Some(&dc.name_any())).ok_or_else(|| {
+                    format!("auth method {} uses what ACLAuthMethod cannot declare; not imported", found.name)
+                })
+            });
+            candidates.push((found, object));
         }
-        cluster.consul.acl_auth_method_update(&adopted(&found, &ns)).await.map_err(|e| e.to_string())?;
-        tracing::info!(method = %found.name, namespace = %ns, "imported ACL auth method");
+        Ok(candidates)
     }
-    Ok(())
-}
 
-/// Imports for every DiscoveryCluster that asks for it, every `--acl-drift-interval`.
-async fn import_loop(ctx: Arc<Context>) {
-    let mut told = std::collections::HashSet::new();
-    loop {
-        if let Ok(dcs) = watched_api::<DiscoveryCluster>(&ctx).list(&Default::default()).await {
-            for dc in dcs.items.iter().filter(|dc| wants_import(dc)) {
-                if let Err(e) = import_unmanaged(&ctx, dc, &mut told).await {
-                    tracing::warn!(cluster = %object_key(dc), error = %e, "importing ACL auth methods failed");
-                }
-            }
-        }
-        tokio::time::sleep(ctx.args.acl_drift_interval).await;
+    fn adopted(found: &AclAuthMethod, object: &ACLAuthMethod) -> AclAuthMethod {
+        adopted(found, &object.namespace().unwrap_or_default())
+    }
+
+    async fn write(cluster: &ClusterHandle, found: &AclAuthMethod) -> Result<(), consul::Error> {
+        cluster.consul.acl_auth_method_update(found).await.map(|_| ())
+    }
+
+    fn describe(found: &AclAuthMethod) -> String {
+        format!("ACL auth method {}", found.name)
+    }
+
+    fn consul_name(found: &AclAuthMethod) -> String {
+        found.name.clone()
     }
 }
 
 /// Runs the controller until `stop` resolves.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let controller = Controller::new(watched_api::<ACLAuthMethod>(&ctx), watcher::Config::default());
-    let importer = tokio::spawn(import_loop(ctx.clone()));
     drive(ctx, CONTROLLER, controller, reconcile, error_policy, stop).await;
-    importer.abort();
 }
 
 #[cfg(test)]

@@ -16,18 +16,34 @@
 //!   a role in Consul carrying a mark of this namespace (never templated).
 //!
 //! Rules have no name in Consul: concord finds its own by `status.ruleId`, else by the
-//! mark in the description among the method's rules. Drift is written back every
-//! `--acl-drift-interval`; delete removes the rule (finalizer).
+//! mark `[concord.io <ns>/<name>]` at the end of the description among the method's
+//! rules. Drift is written back every `--acl-drift-interval`; delete removes the rule
+//! (finalizer).
+//!
+//! Import: a DiscoveryCluster listing `ACLBindingRule` in `spec.sync.importConfigEntries`
+//! gets an ACLBindingRule for every unmarked rule on a method this namespace owns (an
+//! ACLAuthMethod of the namespace whose mark the method carries, an imported one
+//! included), named `<authMethodRef>-<first 8 characters of the rule's ID>`. A rule is
+//! imported only when the namespace could have written it itself: its selector already
+//! holds logins to the namespace ([`acl_object::selector_held_to`]; `spec.selector` is
+//! what follows the namespace clause), and its bind name is granted as above. The rule
+//! is adopted: its description gets the object's mark, nothing else changes, so the
+//! object finds it and writes no second rule. A rule refused is named in a Warning Event
+//! `ImportRefused` on the DiscoveryCluster. The mapping ([`importable`]) is the one
+//! `concord import ACLBindingRule` prints.
 use super::acl_object::{
-    self, marked_description, object_status, owned_by_namespace, ownership_mark, report, write_status,
+    self, marked, marked_description, object_status, owned_by_namespace, ownership_mark, report, selector_held_to,
+    write_status,
 };
+use super::config_entry::{IMPORTED_LABEL, is_dns_subdomain};
 use super::{drive, object_key, reconcile_with_finalizer, requeue_after_failure, watched_api};
 use crate::cluster::tenancy::namespaced_selector;
 use crate::cluster::{ClusterError, ClusterHandle};
 use crate::consul::{self, AclBindingRule};
 use crate::context::Context;
 use crate::resources::{
-    ACLAuthMethod, ACLBindingRule, ACLBindingRuleStatus, ACLRole, BindType, ConditionUpdate, types,
+    ACLAuthMethod, ACLBindingRule, ACLBindingRuleSpec, ACLBindingRuleStatus, ACLRole, BindType, ConditionUpdate,
+    DiscoveryCluster, types,
 };
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -39,6 +55,9 @@ pub(crate) const CONTROLLER: &str = "aclbindingrule";
 pub const FINALIZER: &str = "concord.io/aclbindingrule";
 
 pub use super::ObjectError as Error;
+
+/// The kind's name in `spec.sync.importConfigEntries`.
+pub const IMPORT_KIND: &str = "ACLBindingRule";
 
 object_status!(ACLBindingRule, ACLBindingRuleStatus);
 
@@ -63,6 +82,86 @@ pub fn rule_matches(existing: &AclBindingRule, desired: &AclBindingRule) -> bool
         && existing.selector == desired.selector
         && existing.bind_type == desired.bind_type
         && existing.bind_name == desired.bind_name
+}
+
+/// Why the rule `found` is not imported into `namespace` (pure): a selector that does
+/// not already hold logins to the namespace would, once the namespace's object owned it,
+/// let that namespace edit or delete what serves others.
+pub fn import_refusal(found: &AclBindingRule, namespace: &str) -> Option<String> {
+    (!selector_held_to(&found.selector, namespace)).then(|| {
+        format!(
+            "binding rule {} on auth method {} has selector {:?}, not held to namespace {namespace}; not imported",
+            found.id, found.auth_method, found.selector
+        )
+    })
+}
+
+/// The name of the object that adopts the rule `id` on the ACLAuthMethod `method_ref`
+/// (rules have no name in Consul): `<method_ref>-<first 8 characters of the ID>`.
+pub fn import_name(method_ref: &str, id: &str) -> String {
+    let short: String = id.chars().take(8).collect::<String>().to_ascii_lowercase();
+    let prefix: String = method_ref.chars().take(253 - short.len() - 1).collect();
+    format!("{}-{short}", prefix.trim_end_matches(['-', '.']))
+}
+
+/// The object that would adopt `found`, a rule on the method of the ACLAuthMethod
+/// `method_ref`, when it declares that rule exactly in `namespace` (so the selector must
+/// already be held to it: see [`import_refusal`]), naming `cluster` (left out when None,
+/// as `concord import` may). The controller's import and `concord import` both use this.
+pub fn importable(
+    found: &AclBindingRule,
+    method_ref: &str,
+    namespace: &str,
+    cluster: Option<&str>,
+) -> Option<ACLBindingRule> {
+    if marked(&found.description) || found.description.trim() != found.description || found.id.is_empty() {
+        return None;
+    }
+    let clause = format!("serviceaccount.namespace==\"{namespace}\"");
+    let selector = match found.selector.strip_prefix(&clause)? {
+        "" => None,
+        rest => Some(rest.strip_prefix(" and (")?.strip_suffix(')')?.to_string()),
+    };
+    let bind_type = match found.bind_type.as_str() {
+        "service" => BindType::Service,
+        "node" => BindType::Node,
+        "role" => BindType::Role,
+        _ => return None,
+    };
+    // Within the schema's limits, or the object would not be admitted.
+    if found.description.len() > 512
+        || selector.as_ref().is_some_and(|s| s.len() > 1024)
+        || found.bind_name.is_empty()
+        || found.bind_name.len() > 256
+    {
+        return None;
+    }
+    let spec = ACLBindingRuleSpec {
+        cluster_ref: cluster.map(str::to_string),
+        auth_method_ref: method_ref.to_string(),
+        description: Some(found.description.clone()).filter(|d| !d.is_empty()),
+        selector,
+        bind_type,
+        bind_name: found.bind_name.clone(),
+    };
+    let name = import_name(method_ref, &found.id);
+    if !is_dns_subdomain(&name) {
+        return None;
+    }
+    let mut object = ACLBindingRule::new(&name, spec);
+    object.metadata.namespace = Some(namespace.to_string());
+    object.metadata.labels = Some([(IMPORTED_LABEL.to_string(), "true".to_string())].into());
+    let declared = desired_rule(&object, &found.auth_method).ok()?;
+    (selector_held_to(&found.selector, namespace) && rule_matches(&adopted(found, &object), &declared))
+        .then_some(object)
+}
+
+/// `found` with the mark of `object` (the one [`importable`] made for it): the only
+/// change adoption writes.
+pub fn adopted(found: &AclBindingRule, object: &ACLBindingRule) -> AclBindingRule {
+    let description =
+        marked_description(Some(&found.description), &object.namespace().unwrap_or_default(), &object.name_any());
+    AclBindingRule { description, ..found.clone() }
 }
 
 /// Whether the bind name is granted; `Err((reason, why))` when not. Roles are read from
@@ -289,6 +388,77 @@ fn error_policy(b: Arc<ACLBindingRule>, error: &Error, ctx: Arc<Context>) -> Act
     requeue_after_failure(&ctx, CONTROLLER, b.as_ref(), error.category())
 }
 
+impl acl_object::Importable for ACLBindingRule {
+    const IMPORT_KIND: &'static str = IMPORT_KIND;
+    type Found = AclBindingRule;
+
+    /// The unmarked rules on the methods this namespace owns (see the module's doc).
+    async fn candidates(
+        ctx: &Context,
+        cluster: &ClusterHandle,
+        dc: &DiscoveryCluster,
+    ) -> Result<acl_object::Candidates<ACLBindingRule>, String> {
+        let ns = dc.namespace().unwrap_or_default();
+        let objects = Api::<ACLBindingRule>::namespaced(ctx.client.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        // A rule some object holds by ID is that object's, mark or not.
+        let held: Vec<String> = objects.items.iter().filter_map(|b| b.status.as_ref()?.rule_id.clone()).collect();
+        let methods = Api::<ACLAuthMethod>::namespaced(ctx.client.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let in_consul = cluster.consul.acl_auth_methods().await.map_err(|e| e.to_string())?;
+        let mut candidates = Vec::new();
+        for m in methods.items.iter().filter(|m| m.metadata.deletion_timestamp.is_none()) {
+            let name = m.spec.name.clone().unwrap_or_else(|| m.name_any());
+            let mark = ownership_mark(&ns, &m.name_any());
+            if !in_consul.iter().any(|c| c.name == name && c.description.ends_with(&mark)) {
+                continue;
+            }
+            for found in cluster.consul.acl_binding_rules(&name).await.map_err(|e| e.to_string())? {
+                if marked(&found.description) || held.contains(&found.id) {
+                    continue;
+                }
+                let object = match import_refusal(&found, &ns) {
+                    Some(msg) => Err(msg),
+                    None => match importable(&found, &m.name_any(), &ns, Some(&dc.name_any())) {
+                        None => Err(format!(
+                            "binding rule {} on auth method {name} uses what ACLBindingRule cannot declare; not imported",
+                            found.id
+                        )),
+                        Some(object) => match bind_granted(cluster, &object).await.map_err(|e| e.to_string())? {
+                            Err((_, msg)) => {
+                                Err(format!("binding rule {} on auth method {name} not imported: {msg}", found.id))
+                            }
+                            Ok(()) => Ok(object),
+                        },
+                    },
+                };
+                candidates.push((found, object));
+            }
+        }
+        Ok(candidates)
+    }
+
+    fn adopted(found: &AclBindingRule, object: &ACLBindingRule) -> AclBindingRule {
+        adopted(found, object)
+    }
+
+    async fn write(cluster: &ClusterHandle, found: &AclBindingRule) -> Result<(), consul::Error> {
+        cluster.consul.acl_binding_rule_update(found).await.map(|_| ())
+    }
+
+    fn describe(found: &AclBindingRule) -> String {
+        format!("ACL binding rule {} on {}", found.id, found.auth_method)
+    }
+
+    fn consul_name(found: &AclBindingRule) -> String {
+        found.id.clone()
+    }
+}
+
 /// Runs the controller until `stop` resolves.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let controller = Controller::new(watched_api::<ACLBindingRule>(&ctx), watcher::Config::default());
@@ -338,5 +508,91 @@ mod tests {
         drifted.selector = "serviceaccount.name==web".into();
         assert!(!rule_matches(&drifted, &d));
         assert!(rule_matches(&AclBindingRule { id: "x".into(), ..d.clone() }, &d));
+    }
+
+    fn hand_made(selector: &str) -> AclBindingRule {
+        AclBindingRule {
+            id: "3F2A9C1E-0000-4000-8000-000000000001".into(),
+            description: "made by hand".into(),
+            auth_method: "team-pods".into(),
+            selector: selector.into(),
+            bind_type: "service".into(),
+            bind_name: "web".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_imported_rule_declares_the_same_rule_and_adoption_adds_only_the_mark() {
+        let found = hand_made("serviceaccount.namespace==\"team\" and (serviceaccount.name==web)");
+        assert!(import_refusal(&found, "team").is_none());
+        let object = importable(&found, "pods", "team", Some("consul")).expect("importable");
+        assert_eq!(object.name_any(), "pods-3f2a9c1e");
+        assert_eq!(object.namespace().as_deref(), Some("team"));
+        assert_eq!(object.labels().get(IMPORTED_LABEL).map(String::as_str), Some("true"));
+        assert_eq!(object.spec.auth_method_ref, "pods");
+        assert_eq!(object.spec.cluster_ref.as_deref(), Some("consul"));
+        assert_eq!(object.spec.selector.as_deref(), Some("serviceaccount.name==web"));
+        assert_eq!(object.spec.description.as_deref(), Some("made by hand"));
+        assert_eq!((object.spec.bind_type, object.spec.bind_name.as_str()), (BindType::Service, "web"));
+        let adopted = adopted(&found, &object);
+        assert_eq!(adopted.description, "made by hand [concord.io team/pods-3f2a9c1e]");
+        assert_eq!(AclBindingRule { description: found.description.clone(), ..adopted.clone() }, found);
+        let desired = desired_rule(&object, "team-pods").expect("desired");
+        assert!(rule_matches(&adopted, &desired), "the object finds the adopted rule as it is: no second rule");
+        // The whole namespace, no selector of its own.
+        let all = hand_made("serviceaccount.namespace==\"team\"");
+        assert_eq!(importable(&all, "pods", "team", None).expect("importable").spec.selector, None);
+    }
+
+    #[test]
+    fn a_rule_reaching_past_the_namespace_is_not_imported_into_it() {
+        for hostile in [
+            // Logins of every namespace, or of another one.
+            "",
+            "serviceaccount.name==web",
+            "serviceaccount.namespace==\"other\"",
+            "serviceaccount.namespace==\"team-b\" and (serviceaccount.name==web)",
+            // The namespace clause, then a way out of it.
+            "serviceaccount.namespace==\"team\" or serviceaccount.namespace==\"other\"",
+            "serviceaccount.namespace==\"team\" and (serviceaccount.name==web) or (serviceaccount.name!=\"\")",
+            "serviceaccount.namespace==\"team\" and (serviceaccount.name==web)) or ((serviceaccount.name!=\"\")",
+            "serviceaccount.namespace==\"team\" and serviceaccount.name==web or serviceaccount.name!=\"\"",
+            // The clause not first.
+            "serviceaccount.name!=\"\" or serviceaccount.namespace==\"team\"",
+        ] {
+            let found = hand_made(hostile);
+            assert!(import_refusal(&found, "team").is_some(), "{hostile} refused");
+            assert!(importable(&found, "pods", "team", None).is_none(), "{hostile} not importable");
+        }
+        let refusal = import_refusal(&hand_made(""), "team").expect("refused");
+        assert!(refusal.contains("not held to namespace team"), "{refusal}");
+    }
+
+    #[test]
+    fn what_the_kind_cannot_declare_exactly_is_not_imported() {
+        let held = "serviceaccount.namespace==\"team\" and (serviceaccount.name==web)";
+        let policy = AclBindingRule { bind_type: "policy".into(), ..hand_made(held) };
+        assert!(importable(&policy, "pods", "team", None).is_none(), "a bind type the kind lacks");
+        let marked = AclBindingRule { description: "x [concord.io team/web]".into(), ..hand_made(held) };
+        assert!(importable(&marked, "pods", "team", None).is_none(), "an object's rule already");
+        let padded = AclBindingRule { description: " hand ".into(), ..hand_made(held) };
+        assert!(importable(&padded, "pods", "team", None).is_none(), "a description the object would trim");
+        let spaced = hand_made("serviceaccount.namespace==\"team\" and ( serviceaccount.name==web)");
+        assert!(importable(&spaced, "pods", "team", None).is_none(), "a selector the object would trim");
+        let empty = hand_made("serviceaccount.namespace==\"team\" and ()");
+        assert!(importable(&empty, "pods", "team", None).is_none());
+        let node =
+            AclBindingRule { bind_type: "node".into(), bind_name: "${serviceaccount.name}".into(), ..hand_made(held) };
+        assert_eq!(importable(&node, "pods", "team", None).expect("node").spec.bind_type, BindType::Node);
+    }
+
+    #[test]
+    fn import_names_are_object_names_even_for_long_method_names() {
+        assert_eq!(import_name("pods", "ABCDEF12-3456"), "pods-abcdef12");
+        let long = "a".repeat(250);
+        let name = import_name(&long, "abcdef12-3456");
+        assert!(is_dns_subdomain(&name) && name.ends_with("-abcdef12"), "{name}");
+        assert_eq!(import_name("p.", "abcdef12"), "p-abcdef12");
     }
 }

@@ -27,7 +27,7 @@ use crate::resources::{
     ACLPolicy, ACLRole, ACLRoleSpec, ACLRoleStatus, ConditionUpdate, DiscoveryCluster, NodeIdentity, ServiceIdentity,
     types,
 };
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -281,77 +281,57 @@ fn error_policy(r: Arc<ACLRole>, error: &Error, ctx: Arc<Context>) -> Action {
     requeue_after_failure(&ctx, CONTROLLER, r.as_ref(), error.category())
 }
 
-/// Whether `dc` asks for unmanaged roles to be imported.
-pub fn wants_import(dc: &DiscoveryCluster) -> bool {
-    dc.spec.sync.as_ref().is_some_and(|s| s.import_config_entries.iter().any(|k| k == IMPORT_KIND))
-}
+impl acl_object::Importable for ACLRole {
+    const IMPORT_KIND: &'static str = IMPORT_KIND;
+    type Found = AclRole;
 
-/// Imports the unmarked roles of the cluster `dc` names (see the module's doc). Each
-/// refusal is named once per message in `told` (a Warning Event on the DiscoveryCluster).
-async fn import_unmanaged(
-    ctx: &Context,
-    dc: &DiscoveryCluster,
-    told: &mut std::collections::HashSet<String>,
-) -> Result<(), String> {
-    let ns = dc.namespace().unwrap_or_default();
-    let cluster =
-        ctx.clusters.resolve_acl_admin(&ctx.client, &ns, Some(&dc.name_any())).await.map_err(|e| e.to_string())?;
-    let roles = cluster.consul.acl_roles().await.map_err(|e| e.to_string())?;
-    let api: Api<ACLRole> = Api::namespaced(ctx.client.clone(), &ns);
-    let objects = api.list(&Default::default()).await.map_err(|e| e.to_string())?;
-    let declared: Vec<String> =
-        objects.items.iter().map(|r| r.spec.name.clone().unwrap_or_else(|| r.name_any())).collect();
-    let dc_ref = dc.object_ref(&());
-    for found in roles {
-        if marked(&found.description) || declared.contains(&found.name) {
-            continue;
-        }
-        let refusal = match importable(&found, Some(&ns), Some(&dc.name_any())) {
-            None => Err(format!("role {} uses what ACLRole cannot declare; not imported", found.name)),
-            Some(object) => match granted(&cluster, &object).await.map_err(|e| e.to_string())? {
-                Err(msg) => Err(format!("role {} not imported: {msg}", found.name)),
-                Ok(()) => Ok(object),
-            },
-        };
-        let object = match refusal {
-            Ok(object) => object,
-            Err(msg) => {
-                if told.insert(format!("{ns}/{}|{msg}", dc.name_any())) {
-                    tracing::info!(role = %found.name, "{msg}");
-                    ctx.event(&dc_ref, true, "ImportRefused", "Import", msg).await;
-                }
+    /// The unmarked roles no object of the namespace declares (see the module's doc).
+    async fn candidates(
+        ctx: &Context,
+        cluster: &ClusterHandle,
+        dc: &DiscoveryCluster,
+    ) -> Result<acl_object::Candidates<ACLRole>, String> {
+        let ns = dc.namespace().unwrap_or_default();
+        let roles = cluster.consul.acl_roles().await.map_err(|e| e.to_string())?;
+        let api: Api<ACLRole> = Api::namespaced(ctx.client.clone(), &ns);
+        let objects = api.list(&Default::default()).await.map_err(|e| e.to_string())?;
+        let declared: Vec<String> =
+            objects.items.iter().map(|r| r.spec.name.clone().unwrap_or_else(|| r.name_any())).collect();
+        let mut candidates = Vec::new();
+        for found in roles {
+            if marked(&found.description) || declared.contains(&found.name) {
                 continue;
             }
-        };
-        // Create first, then mark: an existing object of that name is somebody's, and
-        // the role is marked only for the object this import made.
-        match api.create(&PostParams::default(), &object).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => return Err(e.to_string()),
+            let object = match importable(&found, Some(&ns), Some(&dc.name_any())) {
+                None => Err(format!("role {} uses what ACLRole cannot declare; not imported", found.name)),
+                Some(object) => match granted(cluster, &object).await.map_err(|e| e.to_string())? {
+                    Err(msg) => Err(format!("role {} not imported: {msg}", found.name)),
+                    Ok(()) => Ok(object),
+                },
+            };
+            candidates.push((found, object));
         }
-        cluster.consul.acl_role_update(&adopted(&found, &ns)).await.map_err(|e| e.to_string())?;
-        tracing::info!(role = %found.name, namespace = %ns, "imported ACL role");
+        Ok(candidates)
     }
-    Ok(())
+
+    fn adopted(found: &AclRole, object: &ACLRole) -> AclRole {
+        adopted(found, &object.namespace().unwrap_or_default())
+    }
+
+    async fn write(cluster: &ClusterHandle, found: &AclRole) -> Result<(), consul::Error> {
+        cluster.consul.acl_role_update(found).await.map(|_| ())
+    }
+
+    fn describe(found: &AclRole) -> String {
+        format!("ACL role {}", found.name)
+    }
+
+    fn consul_name(found: &AclRole) -> String {
+        found.name.clone()
+    }
 }
 
-/// Imports for every DiscoveryCluster that asks for it, every `--acl-drift-interval`.
-async fn import_loop(ctx: Arc<Context>) {
-    let mut told = std::collections::HashSet::new();
-    loop {
-        if let Ok(dcs) = watched_api::<DiscoveryCluster>(&ctx).list(&Default::default()).await {
-            for dc in dcs.items.iter().filter(|dc| wants_import(dc)) {
-                if let Err(e) = import_unmanaged(&ctx, dc, &mut told).await {
-                    tracing::warn!(cluster = %object_key(dc), error = %e, "importing ACL roles failed");
-                }
-            }
-        }
-        tokio::time::sleep(ctx.args.acl_drift_interval).await;
-    }
-}
-
-/// Runs the controller until `stop` resolves; the importer stops with it.
+/// Runs the controller until `stop` resolves (the import runs in `acl_object::import_loop`).
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let controller = Controller::new(watched_api::<ACLRole>(&ctx), watcher::Config::default());
     // A role naming a policy that does not exist yet is retried when an ACLPolicy of its
@@ -360,9 +340,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync
     let controller = controller.watches(watched_api::<ACLPolicy>(&ctx), watcher::Config::default(), move |p| {
         acl_object::unsynced_beside(&roles, &p)
     });
-    let importer = tokio::spawn(import_loop(ctx.clone()));
     drive(ctx, CONTROLLER, controller, reconcile, error_policy, stop).await;
-    importer.abort();
 }
 
 #[cfg(test)]

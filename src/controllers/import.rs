@@ -16,9 +16,16 @@
 //! the role has the mark: `--adopt` (with `--namespace`) writes it, nothing else. The
 //! CLI knows no DiscoveryCluster's grants: the controller checks them when the object is
 //! applied (`NotGranted`); the DiscoveryCluster's own import checks them before.
+//!
+//! `ACLAuthMethod` likewise (unmarked `kubernetes` methods whose rules all hold logins to
+//! `--namespace`). `ACLBindingRule` (needs `--namespace`): the unmarked rules on the
+//! methods that namespace owns (their mark names the ACLAuthMethod) or that this run
+//! prints, by `acl_binding_rule::importable`: only rules whose selector already holds
+//! logins to the namespace. `--adopt` marks each printed rule for its object, so the
+//! object finds it instead of writing a second one.
 use super::config_entry::entry::owner_of;
 use super::config_entry::{ConfigEntryKind, importable};
-use super::{acl_auth_method, acl_role, prepared_query};
+use super::{acl_auth_method, acl_binding_rule, acl_object, acl_role, prepared_query};
 use crate::consul::{self, QueryOptions};
 use crate::resources::{
     ExportedServices, IngressGateway, JWTProvider, Mesh, ProxyDefaults, ServiceDefaults, ServiceIntention,
@@ -31,7 +38,7 @@ use serde_json::Value;
 pub struct ImportArgs {
     /// Kinds to import, e.g. `ServiceDefaults PreparedQuery` (default: every config-entry
     /// kind concord manages, and PreparedQuery).
-    /// `ACLRole` only when named.
+    /// `ACLRole`, `ACLAuthMethod` and `ACLBindingRule` only when named.
     pub kinds: Vec<String>,
     /// Consul HTTP address(es), comma-separated.
     #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = "http://127.0.0.1:8500")]
@@ -53,8 +60,8 @@ pub struct ImportArgs {
     /// such an object reports `OwnedElsewhere` until the owner lets go).
     #[arg(long)]
     pub include_owned: bool,
-    /// Write concord's mark into each printed ACL role's description (needs
-    /// `--namespace`), so the printed ACLRole adopts it once applied.
+    /// Write concord's mark into the description of each printed ACL role, auth method
+    /// and binding rule (needs `--namespace`), so the printed object adopts it once applied.
     #[arg(long)]
     pub adopt: bool,
 }
@@ -93,39 +100,61 @@ fn config_entry_kinds() -> Vec<Kind> {
     ]
 }
 
-/// The kinds asked for (case-insensitive; none: all of them, PreparedQuery included).
-/// Returns the config-entry kinds, whether prepared queries and whether ACL roles are
-/// asked for, and whether ACL auth methods are (ACL kinds only by name).
-fn select(asked: &[String]) -> Result<(Vec<Kind>, bool, bool, bool), String> {
+/// What `concord import` is asked for.
+struct Selection {
+    /// The config-entry kinds.
+    kinds: Vec<Kind>,
+    queries: bool,
+    roles: bool,
+    methods: bool,
+    rules: bool,
+}
+
+/// The kinds asked for (case-insensitive; none: all of them, PreparedQuery included,
+/// the ACL kinds only by name).
+fn select(asked: &[String]) -> Result<Selection, String> {
     let all = config_entry_kinds();
     if asked.is_empty() {
-        return Ok((all, true, false, false));
+        return Ok(Selection { kinds: all, queries: true, roles: false, methods: false, rules: false });
     }
     let known = || {
         let mut names: Vec<String> = config_entry_kinds().into_iter().map(|k| k.name).collect();
         names.push(prepared_query::IMPORT_KIND.to_string());
         names.push(acl_role::IMPORT_KIND.to_string());
         names.push(acl_auth_method::IMPORT_KIND.to_string());
+        names.push(acl_binding_rule::IMPORT_KIND.to_string());
         names.join(", ")
     };
-    let mut queries = false;
-    let mut roles = false;
-    let mut methods = false;
     let mut chosen: Vec<String> = Vec::new();
+    let mut selection = Selection { kinds: Vec::new(), queries: false, roles: false, methods: false, rules: false };
     for a in asked {
         if a.eq_ignore_ascii_case(prepared_query::IMPORT_KIND) {
-            queries = true;
+            selection.queries = true;
         } else if a.eq_ignore_ascii_case(acl_role::IMPORT_KIND) {
-            roles = true;
+            selection.roles = true;
         } else if a.eq_ignore_ascii_case(acl_auth_method::IMPORT_KIND) {
-            methods = true;
+            selection.methods = true;
+        } else if a.eq_ignore_ascii_case(acl_binding_rule::IMPORT_KIND) {
+            selection.rules = true;
         } else if let Some(k) = all.iter().find(|k| k.name.eq_ignore_ascii_case(a) || k.consul == a) {
             chosen.push(k.name.clone());
         } else {
             return Err(format!("unknown kind {a:?} (kinds: {})", known()));
         }
     }
-    Ok((all.into_iter().filter(|k| chosen.contains(&k.name)).collect(), queries, roles, methods))
+    selection.kinds = all.into_iter().filter(|k| chosen.contains(&k.name)).collect();
+    Ok(selection)
+}
+
+/// The ACLAuthMethod object a rule on `method` would name as `authMethodRef` in
+/// `namespace` (pure): the object whose mark the method carries, or, for a method
+/// this run prints (`printed`), the object printed for it.
+fn method_ref(method: &consul::AclAuthMethod, namespace: &str, printed: &[String]) -> Option<String> {
+    match acl_object::mark_owner(&method.description) {
+        Some((ns, object)) if ns == namespace => Some(object.to_string()),
+        Some(_) => None,
+        None => printed.contains(&method.name).then(|| method.name.clone()),
+    }
 }
 
 /// The objects for `entries` of one kind (pure): the printed documents and one note per
@@ -163,9 +192,14 @@ fn document(mut object: Value) -> Result<String, String> {
 
 /// Entry point of `concord import`.
 pub fn main(args: ImportArgs) -> Result<(), String> {
-    let (kinds, queries, roles, methods) = select(&args.kinds)?;
-    if args.adopt && (!(roles || methods) || args.namespace.is_none()) {
-        return Err("--adopt needs ACLRole or ACLAuthMethod among the kinds, and --namespace".to_string());
+    let Selection { kinds, queries, roles, methods, rules } = select(&args.kinds)?;
+    if args.adopt && (!(roles || methods || rules) || args.namespace.is_none()) {
+        return Err(
+            "--adopt needs ACLRole, ACLAuthMethod or ACLBindingRule among the kinds, and --namespace".to_string()
+        );
+    }
+    if rules && args.namespace.is_none() {
+        return Err("ACLBindingRule needs --namespace: a rule is imported only when its selector holds logins to that namespace".to_string());
     }
     let mut config = consul::ClientConfig::new(crate::cluster::external_addresses(&args.address))
         // A command line waits for no outage: one attempt per server, then a readable error.
@@ -242,6 +276,7 @@ pub fn main(args: ImportArgs) -> Result<(), String> {
             "ACL roles printed are not adopted until marked (--adopt --namespace NS); the controller checks the namespace's grants".into()
         });
     }
+    let mut printed_methods: Vec<String> = Vec::new();
     if methods {
         let stubs = runtime
             .block_on(client.acl_auth_methods())
@@ -272,9 +307,61 @@ pub fn main(args: ImportArgs) -> Result<(), String> {
                     .block_on(client.acl_auth_method_update(&adopted))
                     .map_err(|e| format!("cannot mark ACL auth method {}: {e}", found.name))?;
             }
+            printed_methods.push(found.name.clone());
             documents.push(serde_json::to_value(object).map_err(|e| format!("cannot write YAML: {e}"))?);
         }
         notes.push("an adopted ACL auth method gets concord's API server host, CA and reviewer token: logins through it are reviewed by the cluster concord serves".into());
+    }
+    if rules {
+        let namespace = ns.unwrap_or_default();
+        let stubs = runtime
+            .block_on(client.acl_auth_methods())
+            .map_err(|e| format!("cannot list ACL auth methods from {}: {e}{}", args.address, consul::tls_hint(&e)))?;
+        for method in &stubs {
+            let Some(reference) = method_ref(method, namespace, &printed_methods) else {
+                if !acl_object::marked(&method.description) {
+                    notes.push(format!(
+                        "skipped the binding rules of ACL auth method {}: the method is not namespace {namespace}'s (import it with ACLAuthMethod)",
+                        method.name
+                    ));
+                }
+                continue;
+            };
+            let found = runtime
+                .block_on(client.acl_binding_rules(&method.name))
+                .map_err(|e| format!("cannot list binding rules of {}: {e}", method.name))?;
+            for rule in &found {
+                if acl_object::marked(&rule.description) {
+                    notes.push(format!(
+                        "skipped ACL binding rule {} on {}: owned by a concord object",
+                        rule.id, method.name
+                    ));
+                    continue;
+                }
+                if let Some(why) = acl_binding_rule::import_refusal(rule, namespace) {
+                    notes.push(format!("skipped: {why}"));
+                    continue;
+                }
+                let Some(object) = acl_binding_rule::importable(rule, &reference, namespace, cluster) else {
+                    notes.push(format!(
+                        "skipped ACL binding rule {} on {}: uses what ACLBindingRule cannot declare",
+                        rule.id, method.name
+                    ));
+                    continue;
+                };
+                if args.adopt {
+                    let adopted = acl_binding_rule::adopted(rule, &object);
+                    runtime
+                        .block_on(client.acl_binding_rule_update(&adopted))
+                        .map_err(|e| format!("cannot mark ACL binding rule {}: {e}", rule.id))?;
+                }
+                documents.push(serde_json::to_value(object).map_err(|e| format!("cannot write YAML: {e}"))?);
+            }
+        }
+        notes.push(
+            "ACL binding rules printed bind what the controller checks against the namespace's grants when applied"
+                .into(),
+        );
     }
     for note in &notes {
         eprintln!("concord: {note}");
@@ -291,20 +378,32 @@ mod tests {
 
     #[test]
     fn kinds_are_chosen_by_either_name_and_unknown_ones_are_refused() {
-        let (kinds, queries, roles, methods) = select(&[]).expect("all");
-        assert!(!methods);
-        assert_eq!(kinds.len(), 11);
-        assert!(queries);
-        assert!(!roles, "ACL roles only when named");
-        let (_, _, roles, _) = select(&["aclrole".into()]).expect("roles");
-        assert!(roles);
-        let (kinds, queries, _, _) = select(&["servicedefaults".into(), "jwt-provider".into()]).expect("two");
-        let names: Vec<&str> = kinds.iter().map(|k| k.name.as_str()).collect();
+        let all = select(&[]).expect("all");
+        assert_eq!(all.kinds.len(), 11);
+        assert!(all.queries);
+        assert!(!all.roles && !all.methods && !all.rules, "ACL kinds only when named");
+        let acl = select(&["aclrole".into(), "ACLBindingRule".into()]).expect("roles");
+        assert!(acl.roles && acl.rules && !acl.methods && !acl.queries && acl.kinds.is_empty());
+        let two = select(&["servicedefaults".into(), "jwt-provider".into()]).expect("two");
+        let names: Vec<&str> = two.kinds.iter().map(|k| k.name.as_str()).collect();
         assert_eq!(names, ["ServiceDefaults", "JWTProvider"]);
-        assert!(!queries);
+        assert!(!two.queries);
         let err = select(&["Gateway".into()]).err().expect("unknown");
         assert!(err.starts_with("unknown kind \"Gateway\" (kinds: ServiceDefaults"), "{err}");
         assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn a_rule_names_the_object_of_its_namespace_that_owns_the_method() {
+        let method = |description: &str| consul::AclAuthMethod {
+            name: "pods".into(),
+            description: description.into(),
+            ..Default::default()
+        };
+        assert_eq!(method_ref(&method("x [concord.io team/team-pods]"), "team", &[]).as_deref(), Some("team-pods"));
+        assert_eq!(method_ref(&method("[concord.io other/pods]"), "team", &["pods".into()]), None, "another's");
+        assert_eq!(method_ref(&method("by hand"), "team", &[]), None, "not ours, not printed");
+        assert_eq!(method_ref(&method("by hand"), "team", &["pods".into()]).as_deref(), Some("pods"));
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub fn all() -> Vec<Runner> {
         Runner { name: acl_role::CONTROLLER, run: |ctx, stop| Box::pin(acl_role::run(ctx, stop)) },
         Runner { name: acl_auth_method::CONTROLLER, run: |ctx, stop| Box::pin(acl_auth_method::run(ctx, stop)) },
         Runner { name: acl_binding_rule::CONTROLLER, run: |ctx, stop| Box::pin(acl_binding_rule::run(ctx, stop)) },
+        Runner { name: acl_object::IMPORTER, run: |ctx, stop| Box::pin(acl_object::run_importer(ctx, stop)) },
         Runner { name: snapshot::CONTROLLER, run: |ctx, stop| Box::pin(snapshot::run(ctx, stop)) },
         Runner { name: snapshot_schedule::CONTROLLER, run: |ctx, stop| Box::pin(snapshot_schedule::run(ctx, stop)) },
     ]

@@ -228,9 +228,11 @@ pub struct SyncSpec {
     /// imports the prepared queries no object marked; `ACLRole` imports and adopts the
     /// ACL roles without a concord mark whose policies and identities `tenancy` grants;
     /// `ACLAuthMethod` the unmarked `kubernetes` methods whose binding rules all hold
-    /// logins to this namespace (concord then writes their host, CA and reviewer token).
+    /// logins to this namespace (concord then writes their host, CA and reviewer token);
+    /// `ACLBindingRule` the unmarked rules on this namespace's methods whose selector holds
+    /// logins to this namespace and whose bind name `tenancy` grants.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(k, k in ['ServiceIntention', 'ServiceDefaults', 'ServiceResolver', 'ServiceRouter', 'ServiceSplitter', 'ProxyDefaults', 'Mesh', 'ExportedServices', 'IngressGateway', 'TerminatingGateway', 'JWTProvider', 'PreparedQuery', 'ACLRole', 'ACLAuthMethod'])").message("importConfigEntries names config-entry kinds concord manages (or PreparedQuery, ACLRole, ACLAuthMethod)"))]
+    #[x_kube(validation = Rule::new("self.all(k, k in ['ServiceIntention', 'ServiceDefaults', 'ServiceResolver', 'ServiceRouter', 'ServiceSplitter', 'ProxyDefaults', 'Mesh', 'ExportedServices', 'IngressGateway', 'TerminatingGateway', 'JWTProvider', 'PreparedQuery', 'ACLRole', 'ACLAuthMethod', 'ACLBindingRule'])").message("importConfigEntries names config-entry kinds concord manages (or PreparedQuery, ACLRole, ACLAuthMethod, ACLBindingRule)"))]
     #[schemars(length(max = 16))]
     pub import_config_entries: Vec<String>,
     /// How often the full anti-entropy comparison runs (Go duration, default 5m).
