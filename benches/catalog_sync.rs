@@ -9,6 +9,10 @@
 //! EndpointSlice watch event); the controller's peak RSS (VmHWM).
 #[path = "../tests/support/mod.rs"]
 mod support;
+// The peer comparison (`BENCH_PEER_BIN`), in a directory of its own so that Cargo does not
+// take it for a benchmark target.
+#[path = "catalog_sync_peer/mod.rs"]
+mod peer;
 
 use concord::consul::{
     self, CatalogRegistration, CheckStatus, ConsulIndex, HealthCheck, MAX_TXN_OPS, NodeService, QueryOptions, TxnOp,
@@ -336,10 +340,21 @@ async fn main() {
     let external = env_usize("BENCH_EXTERNAL", 1000);
     let mirror_changes = env_usize("BENCH_MIRROR_CHANGES", 30);
 
+    // BENCH_PEER_BIN: a consul-k8s control-plane binary to compare with (see peer.rs);
+    // its sync-catalog needs Consul's gRPC port. BENCH_PEER_ONLY=1 runs only that.
+    let peer_bin = std::env::var_os("BENCH_PEER_BIN").map(std::path::PathBuf::from);
+    let peer_only = peer_bin.is_some() && std::env::var("BENCH_PEER_ONLY").is_ok_and(|v| v == "1");
+
     let kube_env = testenv::shared_kube().await;
-    let consul_env = testenv::ConsulCluster::start(testenv::ConsulOptions::default()).await.expect("consul");
+    let consul_opts = testenv::ConsulOptions { grpc: peer_bin.is_some(), ..Default::default() };
+    let consul_env = testenv::ConsulCluster::start(consul_opts).await.expect("consul");
     let client = kube_env.client().await;
     support::install_crds(&client).await;
+    if let (Some(bin), true) = (&peer_bin, peer_only) {
+        let ctx = peer::Ctx { kube: kube_env, consul: &consul_env, client: client.clone() };
+        peer::compare(&ctx, bin).await;
+        return;
+    }
     let ns = kube_env.create_namespace("bench").await;
     let c = consul::Client::new(consul::ClientConfig::new(consul_env.http_addrs())).expect("consul client");
     let pp = PatchParams::apply("bench").force();
@@ -447,7 +462,7 @@ async fn main() {
         .spawn()
         .expect("concord");
     let pid = child.id();
-    let _child = Child(child);
+    let controller = Child(child);
     let meter = CpuMeter::start(consul_env.pids(), leader, kube_env.pids(), Some(pid));
     let total = services * endpoints;
     // A bound for the initial phases: 300 s, or 3 ms per instance beyond 100,000.
@@ -646,4 +661,11 @@ async fn main() {
         None => println!("| controller CPU over 10 s idle | | unavailable | |"),
     }
     println!("load average at the end: {}", load());
+
+    if let Some(bin) = &peer_bin {
+        drop(controller);
+        let ctx = peer::Ctx { kube: kube_env, consul: &consul_env, client: client.clone() };
+        peer::clear(&ctx, &[&ns, &target]).await;
+        peer::compare(&ctx, bin).await;
+    }
 }

@@ -115,6 +115,38 @@ async fn dropping_a_consul_cluster_kills_its_servers_and_removes_its_files() {
     assert!(!dir.exists(), "{} survived the drop", dir.display());
 }
 
+/// What `/v1/agent/self` says the server's plaintext gRPC port is (-1 when off).
+async fn consul_grpc_port_in_config(base: &str) -> i64 {
+    let body: serde_json::Value =
+        http().get(format!("{base}/v1/agent/self")).send().await.expect("agent/self").json().await.expect("json");
+    body["DebugConfig"]["GRPCPort"].as_i64().expect("DebugConfig.GRPCPort")
+}
+
+#[tokio::test]
+async fn consul_grpc_port_is_served_only_when_asked_for() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let off = ConsulCluster::start(ConsulOptions { servers: 1, ..Default::default() }).await.expect("consul");
+    assert_eq!(off.grpc_port(0), None);
+    assert!(consul_grpc_port_in_config(&off.http_addr()).await <= 0, "gRPC is off by default");
+    drop(off);
+
+    let on = ConsulCluster::start(ConsulOptions { servers: 1, grpc: true, ..Default::default() })
+        .await
+        .expect("consul with gRPC");
+    let port = on.grpc_port(0).expect("a gRPC port");
+    assert_eq!(consul_grpc_port_in_config(&on.http_addr()).await, i64::from(port));
+    // Plaintext gRPC is HTTP/2 with prior knowledge: after the client preface the server's
+    // first frame is a SETTINGS frame (type 4).
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect to gRPC");
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.expect("preface");
+    let mut header = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut header))
+        .await
+        .expect("a frame within 5 s")
+        .expect("read frame");
+    assert_eq!(header[3], 4, "first frame from the gRPC port is SETTINGS: {header:?}");
+}
+
 #[tokio::test]
 async fn consul_acl_with_management_token_denies_anonymous_writes() {
     let opts = ConsulOptions { servers: 1, acl: true, ..Default::default() };

@@ -43,11 +43,14 @@ pub struct ConsulOptions {
     /// TLS on: HTTPS only (no plain HTTP) on each server's API port and verified
     /// internal RPC, with a fresh CA; see [`ConsulCluster::ca_pem`].
     pub tls: bool,
+    /// Serve Consul's external gRPC API (plaintext) on a port of its own per server; see
+    /// [`ConsulCluster::grpc_port`]. Off by default (`ports.grpc = -1`).
+    pub grpc: bool,
 }
 
 impl Default for ConsulOptions {
     fn default() -> Self {
-        ConsulOptions { servers: 3, acl: false, bootstrap_acl: true, bin_dir: None, tls: false }
+        ConsulOptions { servers: 3, acl: false, bootstrap_acl: true, bin_dir: None, tls: false, grpc: false }
     }
 }
 
@@ -58,6 +61,8 @@ struct Ports {
     server: u16,
     serf_lan: u16,
     serf_wan: u16,
+    /// Plaintext external gRPC, when [`ConsulOptions::grpc`] is on.
+    grpc: Option<u16>,
 }
 
 impl Ports {
@@ -68,7 +73,16 @@ impl Ports {
             server: free_port()?,
             serf_lan: free_port()?,
             serf_wan: free_port()?,
+            grpc: None,
         })
+    }
+
+    fn pick_with_grpc(grpc: bool) -> Result<Ports, Error> {
+        let mut ports = Ports::pick()?;
+        if grpc {
+            ports.grpc = Some(free_port()?);
+        }
+        Ok(ports)
     }
 }
 
@@ -307,7 +321,7 @@ impl ConsulCluster {
         opts: &ConsulOptions,
         tls: Option<&crate::consul_tls::TlsFiles>,
     ) -> Result<Vec<Server>, Error> {
-        let ports = (0..opts.servers).map(|_| Ports::pick()).collect::<Result<Vec<_>, _>>()?;
+        let ports = (0..opts.servers).map(|_| Ports::pick_with_grpc(opts.grpc)).collect::<Result<Vec<_>, _>>()?;
         let unique = self.dir.path().file_name().and_then(|n| n.to_str()).unwrap_or("consul").to_string();
         let mut servers = Vec::with_capacity(opts.servers);
         for (i, own) in ports.iter().enumerate() {
@@ -339,7 +353,7 @@ impl ConsulCluster {
                     "server": own.server,
                     "serf_lan": own.serf_lan,
                     "serf_wan": own.serf_wan,
-                    "grpc": -1,
+                    "grpc": own.grpc.map_or(-1, i32::from),
                     "grpc_tls": -1,
                 },
                 // Production-speed Raft timings instead of the conservative default of 5.
@@ -380,6 +394,12 @@ impl ConsulCluster {
     /// HTTP base URLs of all servers, in server order.
     pub fn http_addrs(&self) -> Vec<String> {
         self.servers.iter().map(Server::http).collect()
+    }
+
+    /// Plaintext gRPC port of server `i` (on 127.0.0.1) when started with
+    /// [`ConsulOptions::grpc`], else `None`. Panics if `i` is out of range.
+    pub fn grpc_port(&self, i: usize) -> Option<u16> {
+        self.servers[i].ports.grpc
     }
 
     /// DNS address (UDP and TCP) of server `i`. Panics if `i` is out of range.
