@@ -80,8 +80,9 @@ fn crds(dirs: &[PathBuf]) -> Result<(), String> {
 /// settings (BENCHMARKS.md, "Controller memory"). Blocks of 128 KiB and more (response bodies, lists) get their own mapping and
 /// go back to the system when freed. glibc reads these settings only when a process
 /// starts, and `mallopt` is out of reach here (no unsafe code), so the process runs itself
-/// again once with `GLIBC_TUNABLES` set; the image links musl, which has no arenas, and
-/// does not get here. A `GLIBC_TUNABLES` already set (by the operator, or by this) is
+/// again once with `GLIBC_TUNABLES` set (`exec`: the same PID). The Dockerfile's image
+/// links musl, which has no arenas, and does not get here; the kind e2e's image is a
+/// glibc build of this checkout and does. A `GLIBC_TUNABLES` already set (by the operator, or by this) is
 /// left alone; when the new program cannot be started, the process goes on as it is.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn bound_glibc_malloc() {
