@@ -244,6 +244,19 @@ fn register(service: &str) -> String {
     json!({ "Name": service, "Port": 80 }).to_string()
 }
 
+/// A role as someone makes it by hand in Consul: no concord mark, one service identity.
+fn hand_made_role(name: &str, description: &str, service: &str) -> AclRole {
+    AclRole {
+        name: name.into(),
+        description: description.into(),
+        service_identities: vec![concord::consul::AclServiceIdentity {
+            service_name: service.into(),
+            datacenters: vec![],
+        }],
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_logs_in_with_its_serviceaccount_token_and_gets_only_its_service_identity() {
     let consul = ConsulCluster::start(ConsulOptions { acl: true, ..Default::default() }).await.expect("ACL Consul");
@@ -568,25 +581,11 @@ async fn unmarked_roles_are_imported_and_adopted_only_when_the_namespace_is_gran
     };
     env.admin.acl_policy_create(&policy).await.expect("policy");
     let granted = AclRole {
-        name: "ops".into(),
-        description: "made by hand".into(),
         policies: vec![concord::consul::AclLink::by_name("team-read")],
-        service_identities: vec![concord::consul::AclServiceIdentity {
-            service_name: "web".into(),
-            datacenters: vec![],
-        }],
-        ..Default::default()
+        ..hand_made_role("ops", "made by hand", "web")
     };
     let granted = env.admin.acl_role_create(&granted).await.expect("granted role");
-    let ungranted = AclRole {
-        name: "db-admin".into(),
-        description: "by hand too".into(),
-        service_identities: vec![concord::consul::AclServiceIdentity {
-            service_name: "db".into(),
-            datacenters: vec![],
-        }],
-        ..Default::default()
-    };
+    let ungranted = hand_made_role("db-admin", "by hand too", "db");
     let ungranted = env.admin.acl_role_create(&ungranted).await.expect("ungranted role");
 
     // The CLI prints the granted role as an object (and marks nothing without --adopt).
@@ -803,15 +802,7 @@ async fn binding_rules_are_imported_only_when_the_namespace_could_have_written_t
     ))
     .await;
     let ungranted = create(rule("team-pods", held.clone(), "service", "db")).await;
-    let ops = AclRole {
-        name: "ops-admin".into(),
-        description: "by hand".into(),
-        service_identities: vec![concord::consul::AclServiceIdentity {
-            service_name: "db".into(),
-            datacenters: vec![],
-        }],
-        ..Default::default()
-    };
+    let ops = hand_made_role("ops-admin", "by hand", "db");
     env.admin.acl_role_create(&ops).await.expect("role");
     let foreign_role = create(rule("team-pods", held.clone(), "role", "ops-admin")).await;
     let hostile = [&wider, &escape, &ungranted, &foreign_role];

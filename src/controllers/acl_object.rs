@@ -70,9 +70,7 @@ pub fn marked_description(description: Option<&str>, namespace: &str, name: &str
 
 /// Whether a Consul description carries the mark of some object of `namespace`.
 pub fn owned_by_namespace(description: &str, namespace: &str) -> bool {
-    description.rsplit_once("[concord.io ").is_some_and(|(_, rest)| {
-        rest.ends_with(']') && rest.starts_with(&format!("{namespace}/")) && !rest.contains(' ')
-    })
+    mark_owner(description).is_some_and(|(ns, _)| ns == namespace)
 }
 
 /// The namespace and name of the object whose mark ends `description`, if any.
@@ -138,8 +136,13 @@ pub(crate) fn missing_reference(e: &consul::Error) -> String {
 
 /// Whether the object's `Synced` condition is `True` (at any generation).
 fn synced_now<K: WithStatus>(obj: &K) -> bool {
-    let mut status = obj.current_status().cloned().unwrap_or_default();
-    find_condition(status.conditions_mut(), types::SYNCED).is_some_and(|c| c.status == "True")
+    synced_condition(obj).is_some_and(|c| c.status == "True")
+}
+
+/// The object's `Synced` condition, if it has one.
+fn synced_condition<K: WithStatus>(obj: &K) -> Option<Condition> {
+    let mut status = obj.current_status()?.clone();
+    find_condition(status.conditions_mut(), types::SYNCED).cloned()
 }
 
 /// For a controller's `watches`: when an object another one may depend on changes (a
@@ -162,10 +165,7 @@ where
 
 /// Whether the object was already synced at this generation (no new success Event).
 pub(crate) fn was_synced<K: WithStatus>(obj: &K) -> bool {
-    let mut status = obj.current_status().cloned().unwrap_or_default();
-    let generation = obj.meta().generation;
-    find_condition(status.conditions_mut(), types::SYNCED)
-        .is_some_and(|c| c.status == "True" && c.observed_generation == generation)
+    synced_condition(obj).is_some_and(|c| c.status == "True" && c.observed_generation == obj.meta().generation)
 }
 
 /// One import pass's Consul objects of kind `K`, each with the object that would adopt
