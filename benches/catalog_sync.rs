@@ -19,7 +19,7 @@ use concord::consul::{
     TxnOutcome,
 };
 use concord::sync::to_consul::batch::{Batch, batches, nodes_to_register};
-use concord::sync::to_consul::desired::service_instances;
+use concord::sync::to_consul::desired::{SliceEndpoints, service_instances};
 use concord::sync::to_consul::diff::Change;
 use concord::sync::to_consul::{PARALLEL_TXNS, sync_node};
 use concord::sync::{SyncIdentity, ToConsulConfig};
@@ -223,7 +223,7 @@ async fn floor(c: &consul::Client, ns: &str, services: usize, endpoints: usize, 
     let instances = |i: usize, not_ready: Option<usize>| {
         let svc: Service = serde_json::from_value(service_json(ns, i)).expect("service");
         let slice: EndpointSlice = serde_json::from_value(slice_json(ns, i, endpoints, not_ready)).expect("slice");
-        service_instances(&cfg, &svc, &[&slice], true).instances
+        service_instances(&cfg, &svc, &[&SliceEndpoints::from(slice)], true).instances
     };
     let key = |c: &Change| match c {
         Change::Upsert { instance, .. } | Change::Move { instance, .. } => instance.name.clone(),

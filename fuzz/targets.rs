@@ -72,7 +72,7 @@ pub fn annotations(data: &[u8]) {
         "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": true}}]
     });
     let Ok(slice) = serde_json::from_value::<EndpointSlice>(slice) else { return };
-    let d = desired::service_instances(&cfg, &service, &[&slice], true);
+    let d = desired::service_instances(&cfg, &service, &[&desired::SliceEndpoints::from(slice)], true);
     if !d.problems.is_empty() {
         return;
     }

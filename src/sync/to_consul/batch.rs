@@ -72,7 +72,7 @@ mod tests {
                 port: 80,
                 meta: Default::default(),
                 status: CheckStatus::Passing,
-                output: String::new(),
+                output: "".into(),
             },
             service: true,
             check: true,

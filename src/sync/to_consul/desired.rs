@@ -24,6 +24,7 @@ use crate::consul::{CheckStatus, HealthCheck, NodeService, Weights};
 use crate::sync::*;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{EndpointPort, EndpointSlice};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -42,7 +43,9 @@ pub struct Instance {
     pub port: u16,
     pub meta: Arc<BTreeMap<String, String>>,
     pub status: CheckStatus,
-    pub output: String,
+    /// The check's output: one of this module's constants for what the sync computes
+    /// (no copy per instance), Consul's text for what is read back.
+    pub output: Cow<'static, str>,
 }
 
 impl Instance {
@@ -76,7 +79,7 @@ impl Instance {
             check_id: self.check_id(),
             name: CHECK_NAME.to_string(),
             status: self.status,
-            output: self.output.clone(),
+            output: self.output.to_string(),
             service_id: self.id.clone(),
             ..Default::default()
         }
@@ -104,7 +107,7 @@ impl Instance {
             port: service.port,
             meta: Arc::new(service.meta.clone()),
             status: check.map(|c| c.status).unwrap_or(CheckStatus::Passing),
-            output: check.map(|c| c.output.clone()).unwrap_or_else(|| READY_OUTPUT.into()),
+            output: check.map(|c| Cow::Owned(c.output.clone())).unwrap_or(Cow::Borrowed(READY_OUTPUT)),
         }
     }
 }
@@ -112,6 +115,40 @@ impl Instance {
 pub const CHECK_NAME: &str = "Kubernetes readiness";
 /// The output of a ready endpoint's status: registered without a check.
 pub const READY_OUTPUT: &str = "endpoint ready";
+const NOT_READY_OUTPUT: &str = "endpoint not ready";
+const TERMINATING_OUTPUT: &str = "endpoint terminating";
+
+/// What the sync reads of an EndpointSlice, and all the index keeps of one: its ports and,
+/// per endpoint, the addresses and two conditions. k8s-openapi's `Endpoint` is ~340 bytes
+/// however few of its fields are set (at 10,000 endpoints the slices were the largest part
+/// of the controller's heap); an [`EndpointState`] is 24, plus its addresses.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SliceEndpoints {
+    pub ports: Box<[EndpointPort]>,
+    pub endpoints: Box<[EndpointState]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointState {
+    pub addresses: Box<[String]>,
+    /// `conditions.ready`, unset counted as ready (as Kubernetes defines it).
+    pub ready: bool,
+    pub terminating: bool,
+}
+
+impl From<EndpointSlice> for SliceEndpoints {
+    fn from(slice: EndpointSlice) -> Self {
+        let endpoints = slice.endpoints.into_iter().map(|ep| {
+            let cond = ep.conditions.unwrap_or_default();
+            EndpointState {
+                addresses: ep.addresses.into_boxed_slice(),
+                ready: cond.ready.unwrap_or(true),
+                terminating: cond.terminating == Some(true),
+            }
+        });
+        Self { ports: slice.ports.unwrap_or_default().into_boxed_slice(), endpoints: endpoints.collect() }
+    }
+}
 
 pub fn check_id(service_id: &str) -> String {
     format!("{service_id}/ready")
@@ -155,7 +192,7 @@ fn annotation<'a>(svc: &'a Service, key: &str) -> Option<&'a str> {
 pub fn service_instances(
     cfg: &ToConsulConfig,
     svc: &Service,
-    slices: &[&EndpointSlice],
+    slices: &[&SliceEndpoints],
     namespace_active: bool,
 ) -> Desired {
     let mut out = Desired::default();
@@ -201,7 +238,7 @@ pub fn service_instances(
     let spec = svc.spec.clone().unwrap_or_default();
     let port_choice = annotation(svc, ANNOTATION_PORT).map(str::trim).filter(|s| !s.is_empty());
     let service_ports = spec.ports.clone().unwrap_or_default();
-    let mk = |address: &str, port: u16, status: CheckStatus, output: &str| Instance {
+    let mk = |address: &str, port: u16, status: CheckStatus, output: &'static str| Instance {
         id: format!("{ns}-{svc_name}-{address}-{port}"),
         name: consul_name.clone(),
         tags: tags.clone(),
@@ -209,7 +246,7 @@ pub fn service_instances(
         port,
         meta: meta.clone(),
         status,
-        output: output.to_string(),
+        output: Cow::Borrowed(output),
     };
     let mut by_id: BTreeMap<String, Instance> = BTreeMap::new();
     let mut add = |i: Instance| {
@@ -282,20 +319,17 @@ pub fn service_instances(
         };
         let mut unmatched = false;
         for slice in slices {
-            let ports = slice.ports.clone().unwrap_or_default();
-            let Some(port) = pick(&ports) else {
+            let Some(port) = pick(&slice.ports) else {
                 unmatched |= !slice.endpoints.is_empty();
                 continue;
             };
             for ep in &slice.endpoints {
-                let cond = ep.conditions.clone().unwrap_or_default();
-                let ready = cond.ready.unwrap_or(true);
-                let (status, output) = if ready {
+                let (status, output) = if ep.ready {
                     (CheckStatus::Passing, READY_OUTPUT)
-                } else if cond.terminating == Some(true) {
-                    (CheckStatus::Critical, "endpoint terminating")
+                } else if ep.terminating {
+                    (CheckStatus::Critical, TERMINATING_OUTPUT)
                 } else {
-                    (CheckStatus::Critical, "endpoint not ready")
+                    (CheckStatus::Critical, NOT_READY_OUTPUT)
                 };
                 for addr in &ep.addresses {
                     add(mk(addr, port, status, output));
@@ -330,8 +364,8 @@ mod tests {
         serde_json::from_value(v).expect("service")
     }
 
-    pub(crate) fn slice(v: serde_json::Value) -> EndpointSlice {
-        serde_json::from_value(v).expect("slice")
+    pub(crate) fn slice(v: serde_json::Value) -> SliceEndpoints {
+        serde_json::from_value::<EndpointSlice>(v).expect("slice").into()
     }
 
     fn api_v1() -> Service {
@@ -343,7 +377,7 @@ mod tests {
         }))
     }
 
-    fn api_v1_slice(ready: bool) -> EndpointSlice {
+    fn api_v1_slice(ready: bool) -> SliceEndpoints {
         slice(json!({
             "metadata": {"name": "api-v1-abc", "namespace": "shop", "labels": {"kubernetes.io/service-name": "api-v1"}},
             "addressType": "IPv4",

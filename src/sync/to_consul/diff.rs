@@ -159,7 +159,7 @@ mod tests {
             port,
             meta: std::sync::Arc::new([(META_SYNC.to_string(), "me".to_string())].into()),
             status,
-            output: String::new(),
+            output: "".into(),
         }
     }
 

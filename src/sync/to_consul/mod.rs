@@ -38,7 +38,7 @@ use crate::context::Context;
 use crate::context::metrics::ReconcileTimer;
 use crate::sync::status::StatusBoard;
 use crate::sync::{EXTERNAL_SOURCE_KUBERNETES, META_EXTERNAL_SOURCE, META_SYNC, SyncIdentity, ToConsulConfig};
-use desired::{Instance, ServiceKey};
+use desired::{Instance, ServiceKey, SliceEndpoints};
 use diff::Change;
 use futures::stream::{BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt, TryStreamExt};
@@ -88,15 +88,16 @@ impl Error {
 
 enum Input {
     Service(Box<Event<Service>>),
-    Slice(Event<EndpointSlice>),
-    Namespace(Event<Namespace>),
+    Slice(Event<IndexedSlice>),
+    /// A namespace's name and whether it is active (not being deleted).
+    Namespace(Event<(String, bool)>),
 }
 
 /// Services, their slices and namespace states, as the watches last reported them.
 #[derive(Default)]
 struct Index {
     services: HashMap<ServiceKey, Arc<Service>>,
-    slices: HashMap<ServiceKey, BTreeMap<String, Arc<EndpointSlice>>>,
+    slices: HashMap<ServiceKey, BTreeMap<String, SliceEndpoints>>,
     /// (namespace, slice name) → the Service it was filed under.
     slice_owner: HashMap<(String, String), ServiceKey>,
     /// Namespace → active (exists and is not being deleted).
@@ -105,8 +106,8 @@ struct Index {
     /// ([`gate`]); the others count as inactive. `None`: the controller's rights.
     allowed: Option<HashSet<String>>,
     relist_services: Option<Vec<Service>>,
-    relist_slices: Option<Vec<EndpointSlice>>,
-    relist_namespaces: Option<Vec<Namespace>>,
+    relist_slices: Option<Vec<IndexedSlice>>,
+    relist_namespaces: Option<Vec<(String, bool)>>,
     primed: [bool; 3],
 }
 
@@ -114,9 +115,33 @@ fn key_of<K: Resource>(obj: &K) -> ServiceKey {
     (obj.meta().namespace.clone().unwrap_or_default(), obj.meta().name.clone().unwrap_or_default())
 }
 
-fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
-    let name = slice.metadata.labels.as_ref()?.get(SLICE_SERVICE_LABEL)?;
-    Some((slice.metadata.namespace.clone().unwrap_or_default(), name.clone()))
+/// An EndpointSlice as the index keeps it: where it is, the Service it names, and what
+/// [`desired::service_instances`] reads of it. Converted as each watch event arrives, so
+/// neither the index nor a relist in progress holds k8s-openapi's slices.
+struct IndexedSlice {
+    namespace: String,
+    name: String,
+    service: Option<String>,
+    endpoints: SliceEndpoints,
+}
+
+impl From<EndpointSlice> for IndexedSlice {
+    fn from(mut slice: EndpointSlice) -> Self {
+        let (namespace, name) = key_of(&slice);
+        let service = slice.metadata.labels.as_mut().and_then(|l| l.remove(SLICE_SERVICE_LABEL));
+        Self { namespace, name, service, endpoints: slice.into() }
+    }
+}
+
+/// `ev` with its object converted by `f`.
+fn map_event<A, B>(ev: Event<A>, f: impl FnOnce(A) -> B) -> Event<B> {
+    match ev {
+        Event::Apply(o) => Event::Apply(f(o)),
+        Event::Delete(o) => Event::Delete(f(o)),
+        Event::Init => Event::Init,
+        Event::InitApply(o) => Event::InitApply(f(o)),
+        Event::InitDone => Event::InitDone,
+    }
 }
 
 impl Index {
@@ -134,13 +159,14 @@ impl Index {
         self.services.insert(key, Arc::new(svc));
     }
 
-    fn put_slice(&mut self, slice: EndpointSlice, dirty: &mut BTreeSet<ServiceKey>) {
-        let (ns, name) = key_of(&slice);
+    fn put_slice(&mut self, slice: IndexedSlice, dirty: &mut BTreeSet<ServiceKey>) {
+        let IndexedSlice { namespace: ns, name, service, endpoints } = slice;
         self.remove_slice(&ns, &name, dirty);
-        if let Some(owner) = slice_service(&slice) {
+        if let Some(service) = service {
+            let owner = (ns.clone(), service);
             dirty.insert(owner.clone());
             self.slice_owner.insert((ns, name.clone()), owner.clone());
-            self.slices.entry(owner).or_default().insert(name, Arc::new(slice));
+            self.slices.entry(owner).or_default().insert(name, endpoints);
         }
     }
 
@@ -183,10 +209,7 @@ impl Index {
             },
             Input::Slice(ev) => match ev {
                 Event::Apply(s) => self.put_slice(s, dirty),
-                Event::Delete(s) => {
-                    let (ns, name) = key_of(&s);
-                    self.remove_slice(&ns, &name, dirty);
-                }
+                Event::Delete(s) => self.remove_slice(&s.namespace, &s.name, dirty),
                 Event::Init => self.relist_slices = Some(Vec::new()),
                 Event::InitApply(s) => self.relist_slices.get_or_insert_with(Vec::new).push(s),
                 Event::InitDone => {
@@ -200,26 +223,18 @@ impl Index {
                 }
             },
             Input::Namespace(ev) => match ev {
-                Event::Apply(n) => {
-                    let name = n.name_any();
-                    self.namespaces.insert(name.clone(), n.metadata.deletion_timestamp.is_none());
+                Event::Apply((name, active)) => {
+                    self.namespaces.insert(name.clone(), active);
                     self.dirty_namespace(&name, dirty);
                 }
-                Event::Delete(n) => {
-                    let name = n.name_any();
+                Event::Delete((name, _)) => {
                     self.namespaces.remove(&name);
                     self.dirty_namespace(&name, dirty);
                 }
                 Event::Init => self.relist_namespaces = Some(Vec::new()),
                 Event::InitApply(n) => self.relist_namespaces.get_or_insert_with(Vec::new).push(n),
                 Event::InitDone => {
-                    self.namespaces = self
-                        .relist_namespaces
-                        .take()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|n| (n.name_any(), n.metadata.deletion_timestamp.is_none()))
-                        .collect();
+                    self.namespaces = self.relist_namespaces.take().unwrap_or_default().into_iter().collect();
                     dirty.extend(self.services.keys().cloned());
                     self.primed[2] = true;
                 }
@@ -244,15 +259,13 @@ impl Index {
                 None => annotations.remove(name),
             };
         }
-        let slices: Vec<&EndpointSlice> =
-            self.slices.get(key).map(|m| m.values().map(|s| s.as_ref()).collect()).unwrap_or_default();
+        let slices: Vec<&SliceEndpoints> = self.slices.get(key).map(|m| m.values().collect()).unwrap_or_default();
         desired::service_instances(cfg, &svc, &slices, self.namespace_active(&key.0))
     }
 
     fn desired_for(&self, cfg: &ToConsulConfig, key: &ServiceKey) -> desired::Desired {
         let Some(svc) = self.services.get(key) else { return desired::Desired::default() };
-        let slices: Vec<&EndpointSlice> =
-            self.slices.get(key).map(|m| m.values().map(|s| s.as_ref()).collect()).unwrap_or_default();
+        let slices: Vec<&SliceEndpoints> = self.slices.get(key).map(|m| m.values().collect()).unwrap_or_default();
         desired::service_instances(cfg, svc, &slices, self.namespace_active(&key.0))
     }
 }
@@ -336,39 +349,6 @@ where
             }
         })
         .boxed()
-}
-
-/// Drops what [`desired::service_instances`] never reads from an EndpointSlice: per
-/// endpoint the target reference, node, zone, hostname and hints the EndpointSlice
-/// controller fills in (most of a slice's size; the index holds every slice), every label
-/// but the Service's name (the EndpointSlice controller copies all of the Service's labels
-/// onto its slices), and the spare capacity deserializing left in its lists: a list read
-/// from JSON grows by doubling, so 10 endpoints sat in room for 16, each endpoint ~340
-/// bytes however few of its fields are set.
-fn slim_slice(slice: &mut EndpointSlice) {
-    let meta = &mut slice.metadata;
-    meta.annotations = None;
-    meta.owner_references = None;
-    meta.generate_name = None;
-    meta.uid = None;
-    meta.creation_timestamp = None;
-    meta.generation = None;
-    if let Some(labels) = meta.labels.as_mut() {
-        labels.retain(|k, _| k == SLICE_SERVICE_LABEL);
-    }
-    for ep in &mut slice.endpoints {
-        ep.target_ref = None;
-        ep.node_name = None;
-        ep.zone = None;
-        ep.hostname = None;
-        ep.hints = None;
-        ep.deprecated_topology = None;
-        ep.addresses.shrink_to_fit();
-    }
-    slice.endpoints.shrink_to_fit();
-    if let Some(ports) = slice.ports.as_mut() {
-        ports.shrink_to_fit();
-    }
 }
 
 /// Drops the parts of a Service the sync never reads: of its spec all but ports, type and
@@ -766,8 +746,12 @@ pub async fn run(
     };
     let mut inputs: SelectAll<BoxStream<'static, Input>> = futures::stream::select_all([
         watch(services, watcher::Config::default(), slim_service).map(|e| Input::Service(Box::new(e))).boxed(),
-        watch(slices, watcher::Config::default(), slim_slice).map(Input::Slice).boxed(),
-        watch(namespaces, ns_cfg, |n| n.spec = None).map(Input::Namespace).boxed(),
+        watch(slices, watcher::Config::default(), |_| {})
+            .map(|e| Input::Slice(map_event(e, IndexedSlice::from)))
+            .boxed(),
+        watch(namespaces, ns_cfg, |n| n.spec = None)
+            .map(|e| Input::Namespace(map_event(e, |n| (n.name_any(), n.metadata.deletion_timestamp.is_none()))))
+            .boxed(),
     ]);
 
     let mut gate = gate::NamespaceGate::new(ctx.client_as(&cfg.actor), &cfg.actor);
@@ -1046,7 +1030,7 @@ mod tests {
                 [(META_K8S_NAMESPACE.to_string(), "ns".to_string()), (META_K8S_SERVICE.to_string(), svc.into())].into(),
             ),
             status: CheckStatus::Passing,
-            output: String::new(),
+            output: "".into(),
         }
     }
 
@@ -1109,23 +1093,27 @@ mod tests {
             ]
         }))
         .expect("slice");
-        let before = desired::service_instances(&cfg, &svc, &[&slice], true);
-        let (mut svc2, mut slice2) = (svc.clone(), slice.clone());
+        // The index keeps of a slice where it is, its Service and what the sync reads.
+        let indexed = IndexedSlice::from(slice);
+        assert_eq!((indexed.namespace.as_str(), indexed.name.as_str()), ("ns", "web-abc"));
+        assert_eq!(indexed.service.as_deref(), Some("web"));
+        let before = desired::service_instances(&cfg, &svc, &[&indexed.endpoints], true);
+        let got: Vec<_> = before.instances.iter().map(|i| (i.id.as_str(), i.port, i.status, &*i.output)).collect();
+        assert_eq!(
+            got,
+            [
+                ("ns-web-10.0.0.1-8080", 8080, consul::CheckStatus::Passing, desired::READY_OUTPUT),
+                ("ns-web-10.0.0.2-8080", 8080, consul::CheckStatus::Critical, "endpoint terminating"),
+            ]
+        );
+        let mut svc2 = svc.clone();
         slim_service(&mut svc2);
-        slim_slice(&mut slice2);
-        assert_eq!(desired::service_instances(&cfg, &svc2, &[&slice2], true), before);
-        assert_eq!(before.instances.len(), 2);
-        assert!(slice2.endpoints.iter().all(|e| e.target_ref.is_none() && e.node_name.is_none()));
+        assert_eq!(desired::service_instances(&cfg, &svc2, &[&indexed.endpoints], true), before);
         assert!(svc2.spec.as_ref().is_some_and(|s| s.selector.is_none() && s.cluster_ips.is_none()));
-        // Only concord's annotations, the Service's name label of a slice, and lists
-        // without spare room are kept; what names the Service in an Event stays.
+        // Only concord's annotations are kept; what names the Service in an Event stays.
         let annotations = svc2.metadata.annotations.as_ref().expect("annotations");
         assert_eq!(annotations.keys().collect::<Vec<_>>(), ["concord.io/port", "concord.io/tags"]);
         assert_eq!(svc2.object_ref(&()), svc.object_ref(&()));
-        let labels = slice2.metadata.labels.as_ref().expect("labels");
-        assert_eq!(labels.keys().collect::<Vec<_>>(), [SLICE_SERVICE_LABEL]);
-        assert_eq!(slice2.endpoints.capacity(), slice2.endpoints.len());
-        assert!(slice2.endpoints.iter().all(|e| e.addresses.capacity() == e.addresses.len()));
 
         // A Service whose LoadBalancer ingress is registered keeps its status; the others
         // drop it.

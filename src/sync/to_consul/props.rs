@@ -51,7 +51,7 @@ fn our_instance() -> impl Strategy<Value = Instance> {
                 .into(),
             ),
             status,
-            output,
+            output: output.into(),
         },
     )
 }
