@@ -639,3 +639,71 @@ async fn a_consul_address_change_without_a_check_change_reaches_kubernetes_befor
     .await;
     deregister_external(&c, "vm-r1", name).await;
 }
+
+/// Turning the sync off at a size where one node holds more than a transaction's worth of
+/// instances (1,200 on the 16 nodes, about 75 each): a node deleted whole takes all of its
+/// services with it in one Raft entry, so the larger nodes are emptied 64 services at a
+/// time first. Everything of ours goes, the nodes too, and someone else's service on one
+/// of our nodes stays, with its node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_the_sync_off_removes_large_nodes_whole_and_leaves_others_alone() {
+    let kube_env = testenv::shared_kube().await;
+    let consul_env = testenv::shared_consul().await;
+    let client = kube_env.client().await;
+    install_crds(&client).await;
+    let ns = kube_env.create_namespace("sync-off-large").await;
+    let c = consul_client(consul_env);
+    let addrs: Vec<String> = (0..600).map(|i| format!("10.30.{}.{}", i / 250, i % 250 + 1)).collect();
+    for name in ["bulk-a", "bulk-b"] {
+        service(&client, &ns, name, 80, json!({"concord.io/sync": "true"})).await;
+        let endpoints: Vec<(&str, bool)> = addrs.iter().map(|a| (a.as_str(), true)).collect();
+        slice(&client, &ns, name, 80, &endpoints).await;
+    }
+    external_cluster(&client, &ns, &consul_env.http_addrs(), Some(json!({"toConsul": {"enabled": true}}))).await;
+    let _controller = start_controller(client.clone(), &ns, &[]).await;
+    eventually("1,200 instances synced", Duration::from_secs(60), || async {
+        (support::sync_owned(&c, &ns).await.len() == 1_200).then_some(())
+    })
+    .await;
+    let nodes = support::sync_nodes(&c, &ns).await;
+    assert_eq!(nodes.len(), 16);
+    let mut held = Vec::new();
+    for node in &nodes {
+        let services = c.catalog_node_services(node, &QueryOptions::default()).await.expect("node").value;
+        held.push(services.map_or(0, |s| s.services.len()));
+    }
+    assert!(held.iter().any(|n| *n > 64), "some node holds more than 64 instances: {held:?}");
+    let squatted = nodes[0].clone();
+    c.catalog_register(&CatalogRegistration {
+        node: squatted.clone(),
+        address: "127.0.0.1".into(),
+        service: Some(NodeService {
+            id: "squatter-large".into(),
+            service: "squatter-large".into(),
+            port: 1,
+            ..Default::default()
+        }),
+        skip_node_update: true,
+        ..Default::default()
+    })
+    .await
+    .expect("register on sync node");
+
+    let dcs = Api::<concord::resources::DiscoveryCluster>::namespaced(client.clone(), &ns);
+    let patch = json!({"spec": {"sync": {"toConsul": {"enabled": false}}}});
+    dcs.patch("consul", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("turn off");
+    eventually("every instance and every emptied node removed", Duration::from_secs(60), || async {
+        let owned = support::sync_owned(&c, &ns).await;
+        let nodes = support::sync_nodes(&c, &ns).await;
+        (owned.is_empty() && nodes == [squatted.clone()]).then_some(())
+    })
+    .await;
+    assert_eq!(health(&c, "squatter-large", &[], false).await.len(), 1, "someone else's instance stays");
+    let _ = c
+        .catalog_deregister(&CatalogDeregistration {
+            node: squatted,
+            service_id: "squatter-large".into(),
+            ..Default::default()
+        })
+        .await;
+}
