@@ -187,6 +187,10 @@ struct Floor {
     burst: Duration,
     burst_txns: usize,
     burst_ops: usize,
+    /// The held burst's writes (endpoint 1 ready again, endpoint 2 not ready).
+    held: Duration,
+    held_txns: usize,
+    held_ops: usize,
 }
 
 /// Commits `batches`, [`PARALLEL_TXNS`] in flight, as the sync does; panics on a rollback.
@@ -237,18 +241,27 @@ async fn floor(c: &consul::Client, ns: &str, services: usize, endpoints: usize, 
     let nodes = nodes_to_register(&identity, &Default::default(), &changes);
     let initial: Vec<Batch> = batches(identity.clone(), changes, MAX_TXN_OPS, key).collect();
     let (txns, ops) = (initial.len(), initial.iter().map(|b| b.ops.len()).sum());
-    // What the sync writes in the burst: the checks that differ from before it (the
-    // steady phase left endpoint 0 of the first `steady` Services not ready).
-    let flips: Vec<Change> = (0..burst)
-        .flat_map(|i| {
-            let before = instances(i, (i < steady).then_some(0));
-            instances(i, Some(1)).into_iter().zip(before).filter(|(a, b)| a.status != b.status).map(|(a, _)| a)
-        })
-        .map(|instance| Change::Upsert { instance, service: false, check: true })
-        .collect();
-    let flip_ops = flips.len();
-    let flips: Vec<Batch> = batches(identity.clone(), flips, MAX_TXN_OPS, key).collect();
+    // What the sync writes in a burst: the checks that differ from before it, each as
+    // the sync writes it (a critical check set, or a check deleted for a ready instance).
+    let burst_writes = |before: &dyn Fn(usize) -> Option<usize>, after: &dyn Fn(usize) -> Option<usize>| {
+        let changes: Vec<Change> = (0..burst)
+            .flat_map(|i| {
+                let old = instances(i, before(i));
+                instances(i, after(i)).into_iter().zip(old).filter(|(a, b)| a.status != b.status).map(|(a, _)| a)
+            })
+            .map(|instance| Change::Upsert { instance, service: false, check: true })
+            .collect();
+        let ops = changes.len();
+        let batches: Vec<Batch> = batches(identity.clone(), changes, MAX_TXN_OPS, key).collect();
+        (ops, batches)
+    };
+    // The burst: endpoint 1 goes not ready (the steady phase left endpoint 0 of the first
+    // `steady` Services not ready; that one comes back). The held burst after it:
+    // endpoint 1 ready again and endpoint 2 not ready.
+    let (flip_ops, flips) = burst_writes(&|i| (i < steady).then_some(0), &|_| Some(1));
     let burst_txns = flips.len();
+    let (held_ops, held) = burst_writes(&|_| Some(1), &|_| Some(2));
+    let held_txns = held.len();
 
     let start = Instant::now();
     let node_ops: Vec<TxnOp> = nodes.iter().map(|n| TxnOp::NodeSet(sync_node(&identity, n))).collect();
@@ -258,9 +271,14 @@ async fn floor(c: &consul::Client, ns: &str, services: usize, endpoints: usize, 
     let start = Instant::now();
     commit_all(c, flips).await;
     let burst = start.elapsed();
-    let delete: Vec<TxnOp> = nodes.into_iter().map(|node| TxnOp::NodeDelete { node }).collect();
-    commit_all(c, vec![Batch { changes: vec![], ops: delete }]).await;
-    Floor { initial, txns, ops, burst, burst_txns, burst_ops: flip_ops }
+    let start = Instant::now();
+    commit_all(c, held).await;
+    let held = start.elapsed();
+    // One node per transaction: removing a node removes all of its services in one Raft
+    // entry (about 0.3 ms each; 2 s for a node of 6,250 at 100,000 instances).
+    let delete = nodes.into_iter().map(|node| Batch { changes: vec![], ops: vec![TxnOp::NodeDelete { node }] });
+    commit_all(c, delete.collect()).await;
+    Floor { initial, txns, ops, burst, burst_txns, burst_ops: flip_ops, held, held_txns, held_ops }
 }
 
 fn load() -> String {
@@ -400,6 +418,12 @@ async fn main() {
         floor.burst.as_secs_f64(),
         floor.burst_txns,
         load()
+    );
+    println!(
+        "floor: held burst of {burst} Services ({} check writes) {:.2}s ({} txns)",
+        floor.held_ops,
+        floor.held.as_secs_f64(),
+        floor.held_txns
     );
     let target = format!("{ns}-mirror");
     kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
@@ -568,6 +592,49 @@ async fn main() {
     );
     println!("{}", burst_meter.line("k8s->consul burst"));
     report("k8s->consul burst", lat);
+
+    // Kubernetes → Consul, held burst: the controller is stopped (SIGSTOP) while the
+    // `burst` patches land (endpoint 1 ready again, endpoint 2 not ready), then continued
+    // and timed from then to all visible: the sync's own time for that many changes,
+    // without the API server's submission rate in it. A stop this long may make the API
+    // server close the controller's watches; it then relists, as after any stall.
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let held_start = Instant::now();
+    futures::stream::iter(0..burst)
+        .for_each_concurrent(16, |i| {
+            let (slice_api, ns, pp) = (slice_api.clone(), ns.clone(), pp.clone());
+            async move {
+                slice_api
+                    .patch(&format!("b-{i}-manual"), &pp, &Patch::Apply(&slice_json(&ns, i, endpoints, Some(2))))
+                    .await
+                    .expect("patch");
+            }
+        })
+        .await;
+    let held_submitted = held_start.elapsed();
+    let held_meter = CpuMeter::start(consul_env.pids(), leader, kube_env.pids(), Some(pid));
+    let resumed = Instant::now();
+    signal("-CONT");
+    let mut held_last = resumed;
+    let mut held_missing = 0;
+    for i in 0..burst {
+        match wait_seen(&seen, &id(i, 2), CheckStatus::Critical, Duration::from_secs(60)).await {
+            Some(t) => held_last = held_last.max(t),
+            None => held_missing += 1,
+        }
+    }
+    assert_eq!(held_missing, 0, "held burst: {held_missing} of {burst} changes never became visible");
+    let held_all = held_last.saturating_duration_since(resumed);
+    println!(
+        "k8s->consul held burst of {burst}: all visible {:.2}s after the controller was continued (the patches took {:.2}s to submit while it was stopped)",
+        held_all.as_secs_f64(),
+        held_submitted.as_secs_f64()
+    );
+    println!("{}", held_meter.line("k8s->consul held burst"));
     memory(pid, "the Kubernetes → Consul phases");
 
     // Consul → Kubernetes, 1 change/s: the second instance of ext-i goes critical.
@@ -647,6 +714,12 @@ async fn main() {
         floor.burst.as_secs_f64(),
         burst_all.as_secs_f64(),
         ratio(burst_all, floor.burst)
+    );
+    println!(
+        "| held burst of {burst} changes (controller stopped while they land), all visible after it continues | {:.2} s | {:.2} s | {:.2}x |",
+        floor.held.as_secs_f64(),
+        held_all.as_secs_f64(),
+        ratio(held_all, floor.held)
     );
     println!("| change p99 at {rate}/s | | {:.1} ms | |", steady_p99.as_secs_f64() * 1e3);
     match peak {
