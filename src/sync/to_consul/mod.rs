@@ -259,14 +259,16 @@ impl Index {
                 None => annotations.remove(name),
             };
         }
-        let slices: Vec<&SliceEndpoints> = self.slices.get(key).map(|m| m.values().collect()).unwrap_or_default();
-        desired::service_instances(cfg, &svc, &slices, self.namespace_active(&key.0))
+        desired::service_instances(cfg, &svc, &self.slices_of(key), self.namespace_active(&key.0))
     }
 
     fn desired_for(&self, cfg: &ToConsulConfig, key: &ServiceKey) -> desired::Desired {
         let Some(svc) = self.services.get(key) else { return desired::Desired::default() };
-        let slices: Vec<&SliceEndpoints> = self.slices.get(key).map(|m| m.values().collect()).unwrap_or_default();
-        desired::service_instances(cfg, svc, &slices, self.namespace_active(&key.0))
+        desired::service_instances(cfg, svc, &self.slices_of(key), self.namespace_active(&key.0))
+    }
+
+    fn slices_of(&self, key: &ServiceKey) -> Vec<&SliceEndpoints> {
+        self.slices.get(key).map(|m| m.values().collect()).unwrap_or_default()
     }
 }
 
@@ -429,12 +431,18 @@ fn rolled_back(errors: Vec<consul::TxnError>) -> Error {
     Error::RolledBack(errors.into_iter().map(|e| e.what).collect::<Vec<_>>().join("; "))
 }
 
+/// Commits `ops` as one transaction; a rollback is an error.
+async fn commit(consul: &consul::Client, ops: &[TxnOp]) -> Result<(), Error> {
+    match consul.txn(ops).await? {
+        TxnOutcome::Committed(_) => Ok(()),
+        TxnOutcome::RolledBack { errors, .. } => Err(rolled_back(errors)),
+    }
+}
+
 /// Commits `ops` one after the other, [`consul::MAX_TXN_OPS`] per transaction.
 async fn commit_in_chunks(consul: &consul::Client, ops: &[TxnOp]) -> Result<(), Error> {
     for chunk in ops.chunks(consul::MAX_TXN_OPS) {
-        if let TxnOutcome::RolledBack { errors, .. } = consul.txn(chunk).await? {
-            return Err(rolled_back(errors));
-        }
+        commit(consul, chunk).await?;
     }
     Ok(())
 }
@@ -998,12 +1006,7 @@ pub async fn remove_all(consul: &consul::Client, identity: &SyncIdentity) -> Res
     let (services, nodes) = removal_batches(&found);
     for phase in [services, nodes] {
         futures::stream::iter(phase)
-            .map(|ops| async move {
-                match consul.txn(&ops).await? {
-                    TxnOutcome::Committed(_) => Ok(()),
-                    TxnOutcome::RolledBack { errors, .. } => Err(rolled_back(errors)),
-                }
-            })
+            .map(|ops| async move { commit(consul, &ops).await })
             .buffer_unordered(PARALLEL_TXNS)
             .try_collect::<()>()
             .await?;
