@@ -307,12 +307,14 @@ fn percentiles(took: &mut [Duration]) -> String {
 /// A bounded measurement, run by hand (`--ignored`), alone: `MIRROR_MEASURE_SERVICES`
 /// mirrored services (default 1,000), over HTTP/2 (TLS Consul, one query per service) and
 /// over HTTP/1.1 (plain Consul, the two catalog-wide queries and the rescan), as
-/// `MIRROR_MEASURE_MODES` says (`h2,h1` by default). Each Consul server's CPU over 20 s
-/// with the watches idle; then `MIRROR_MEASURE_CHANGES` changes of each kind (address
-/// only, port only, the instance turning critical, a second instance added), one at a
-/// time on different services, each timed from the commit to the watch event that
-/// delivered it to the EndpointSlice. Prints the figures (BENCHMARKS.md has them);
-/// asserts only that every change arrived.
+/// `MIRROR_MEASURE_MODES` says (`h2,h1` by default). Each Consul server's CPU over the
+/// start, over 20 s with the watches idle and over the changes:
+/// `MIRROR_MEASURE_CHANGES` changes of each kind (address only, port only, the instance
+/// turning critical, a second instance added, a new service), one at a time on
+/// different services, each timed from the commit to the watch event that delivered it
+/// to the EndpointSlice; then the same writes again with nothing watching, for what the
+/// writes alone cost the servers. Prints the figures (BENCHMARKS.md has them); asserts
+/// only that every change arrived.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement of minutes: run by hand, alone"]
 async fn measure_changes_and_consul_cpu_at_scale() {
@@ -358,6 +360,23 @@ async fn measure_changes_and_consul_cpu_at_scale() {
             .await
             .expect("DiscoveryCluster");
         let (seen, follower) = follow_slices(&kube, &ns);
+        let pids = consul_env.pids();
+        let leader = consul_env.leader_index().await;
+        let servers_cpu = |since: &[Duration]| -> String {
+            pids.iter()
+                .zip(since)
+                .enumerate()
+                .map(|(i, (p, b))| {
+                    let role = if Some(i) == leader { "leader" } else { "follower" };
+                    let first = if i == 0 { ", holds the connections" } else { "" };
+                    let used = cpu_time(*p).unwrap_or_default().saturating_sub(*b);
+                    format!("s{i} ({role}{first}) {:.2} s", used.as_secs_f64())
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let cpu_now = || -> Vec<Duration> { pids.iter().map(|p| cpu_time(*p).unwrap_or_default()).collect() };
+        let at_start = cpu_now();
         let started = std::time::Instant::now();
         let controller = start_controller(kube.clone(), &ns, &[]).await;
         let limit = Duration::from_secs((services as u64 / 5).max(300));
@@ -370,75 +389,88 @@ async fn measure_changes_and_consul_cpu_at_scale() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         println!(
-            "[{mode}] {services} services mirrored (slices seen) after {:.1} s (load {})",
+            "[{mode}] {services} services mirrored (slices seen) after {:.1} s; Consul CPU meanwhile: {} (load {})",
             started.elapsed().as_secs_f64(),
+            servers_cpu(&at_start),
             load()
         );
         tokio::time::sleep(Duration::from_secs(10)).await;
 
-        let leader = consul_env.leader_index().await;
-        let pids = consul_env.pids();
-        let before: Vec<Duration> = pids.iter().map(|p| cpu_time(*p).unwrap_or_default()).collect();
+        let before = cpu_now();
         let idle = Duration::from_secs(20);
         tokio::time::sleep(idle).await;
-        let used: Vec<String> = pids
-            .iter()
-            .zip(&before)
-            .enumerate()
-            .map(|(i, (p, b))| {
-                let role = if Some(i) == leader { "leader" } else { "follower" };
-                let first = if i == 0 { ", holds the connections" } else { "" };
-                format!(
-                    "s{i} ({role}{first}) {:.2} s",
-                    cpu_time(*p).unwrap_or_default().saturating_sub(*b).as_secs_f64()
-                )
-            })
-            .collect();
-        println!("[{mode}] Consul CPU over {idle:?} idle: {} (load {})", used.join("; "), load());
+        println!("[{mode}] Consul CPU over {idle:?} idle: {} (load {})", servers_cpu(&before), load());
 
         let changes = if tls { per_kind } else { per_kind.min(4) };
+        const KINDS: [&str; 5] = ["address only", "port only", "turns critical", "second instance", "new service"];
+        // What each kind of change writes to service `i`, and how its slice shows it.
+        let change = |kind: &str, i: usize| -> Vec<consul::TxnOp> {
+            let name = format!("m-{i}");
+            match kind {
+                "address only" => instance(&vm(i), &name, &addr(i, 1), 8000)[..1].to_vec(),
+                "port only" => instance(&vm(i), &name, &addr(i, 0), 9000)[..1].to_vec(),
+                "turns critical" => {
+                    let [_, consul::TxnOp::CheckSet(mut check)] = instance(&vm(i), &name, &addr(i, 0), 8000) else {
+                        unreachable!("instance() is a service and its check")
+                    };
+                    check.status = CheckStatus::Critical;
+                    vec![consul::TxnOp::CheckSet(check)]
+                }
+                "second instance" => instance("vm-extra", &name, &addr(i, 2), 8000).to_vec(),
+                _ => instance("vm-extra", &format!("n-{i}"), &addr(i, 3), 8000).to_vec(),
+            }
+        };
+        let arrived = |kind: &str, i: usize, e: &[(String, i32)]| match kind {
+            "address only" => e.iter().any(|(a, _)| *a == addr(i, 1)),
+            "port only" => e.iter().any(|(_, p)| *p == 9000),
+            "turns critical" => e.is_empty(),
+            "second instance" => e.iter().any(|(a, _)| *a == addr(i, 2)),
+            _ => e.iter().any(|(a, _)| *a == addr(i, 3)),
+        };
+        // The Service whose slice shows a change to service `i`.
+        let shown_by = |kind: &str, i: usize| if kind == "new service" { format!("n-{i}") } else { format!("m-{i}") };
+        let pick = |n: usize| (n * 97 + 13) % services;
         let mut all = Vec::new();
         let mut next = 0usize;
-        for kind in ["address only", "port only", "turns critical", "second instance"] {
+        let (before, changing) = (cpu_now(), std::time::Instant::now());
+        for kind in KINDS {
             let mut took = Vec::new();
             for _ in 0..changes {
-                let i = (next * 97 + 13) % services;
+                let i = pick(next);
                 next += 1;
-                let name = format!("m-{i}");
                 let at = std::time::Instant::now();
-                let d = match kind {
-                    "address only" => {
-                        let new = addr(i, 1);
-                        commit(&c, &instance(&vm(i), &name, &new, 8000)[..1]).await;
-                        delivered(&seen, &name, at, |e| e.iter().any(|(a, _)| *a == new)).await
-                    }
-                    "port only" => {
-                        commit(&c, &instance(&vm(i), &name, &addr(i, 0), 9000)[..1]).await;
-                        delivered(&seen, &name, at, |e| e.iter().any(|(_, p)| *p == 9000)).await
-                    }
-                    "turns critical" => {
-                        let [_, consul::TxnOp::CheckSet(mut check)] = instance(&vm(i), &name, &addr(i, 0), 8000) else {
-                            unreachable!("instance() is a service and its check")
-                        };
-                        check.status = CheckStatus::Critical;
-                        commit(&c, &[consul::TxnOp::CheckSet(check)]).await;
-                        delivered(&seen, &name, at, |e| e.is_empty()).await
-                    }
-                    _ => {
-                        let new = addr(i, 2);
-                        commit(&c, &instance("vm-extra", &name, &new, 8000)).await;
-                        delivered(&seen, &name, at, |e| e.iter().any(|(a, _)| *a == new)).await
-                    }
-                };
-                took.push(d);
+                commit(&c, &change(kind, i)).await;
+                took.push(delivered(&seen, &shown_by(kind, i), at, |e| arrived(kind, i, e)).await);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             all.extend(took.iter().copied());
             println!("[{mode}] {kind} → EndpointSlice: {} (load {})", percentiles(&mut took), load());
         }
+        let paced = changing.elapsed();
+        println!(
+            "[{mode}] Consul CPU over the {} changes ({:.1} s, 200 ms apart): {}",
+            all.len(),
+            paced.as_secs_f64(),
+            servers_cpu(&before)
+        );
         println!("[{mode}] every kind → EndpointSlice: {}", percentiles(&mut all));
         controller.stop().await;
         follower.abort();
+
+        // The same number of changes of the same kinds, to other services, at the same
+        // pace, with nothing watching: what the writes alone cost the servers.
+        let (before, replay) = (cpu_now(), std::time::Instant::now());
+        let total = all.len();
+        for (k, kind) in KINDS.iter().flat_map(|k| std::iter::repeat_n(*k, changes)).enumerate() {
+            commit(&c, &change(kind, pick(next))).await;
+            next += 1;
+            tokio::time::sleep_until((replay + paced * (k as u32 + 1) / total as u32).into()).await;
+        }
+        println!(
+            "[{mode}] Consul CPU over the same {total} changes with no watcher ({:.1} s): {}",
+            replay.elapsed().as_secs_f64(),
+            servers_cpu(&before)
+        );
     }
 }
 
