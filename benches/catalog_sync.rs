@@ -142,6 +142,20 @@ fn watch_checks(c: consul::Client, node_prefix: String) -> (Seen, tokio::task::J
     (seen, task)
 }
 
+/// How long after `since` the observer had seen the held burst's changes (endpoint 2 of
+/// Services `b-0` .. `b-{burst}` critical), and how many of them it never saw in 60 s each.
+async fn held_burst_visible(seen: &Seen, ns: &str, burst: usize, since: Instant) -> (Duration, usize) {
+    let mut last = since;
+    let mut missing = 0;
+    for i in 0..burst {
+        match wait_seen(seen, &instance_id(ns, i, 2), CheckStatus::Critical, Duration::from_secs(60)).await {
+            Some(t) => last = last.max(t),
+            None => missing += 1,
+        }
+    }
+    (last.saturating_duration_since(since), missing)
+}
+
 async fn wait_seen(seen: &Seen, id: &str, status: CheckStatus, timeout: Duration) -> Option<Instant> {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -291,12 +305,8 @@ async fn floor(c: &consul::Client, ns: &str, services: usize, endpoints: usize, 
     let start = Instant::now();
     commit_all(c, held).await;
     let held = start.elapsed();
-    let mut last = start;
-    for i in 0..burst {
-        let seen_at = wait_seen(&seen, &instance_id(ns, i, 2), CheckStatus::Critical, Duration::from_secs(60)).await;
-        last = last.max(seen_at.expect("the floor's held burst is visible"));
-    }
-    let held_visible = last.saturating_duration_since(start);
+    let (held_visible, missing) = held_burst_visible(&seen, ns, burst, start).await;
+    assert_eq!(missing, 0, "floor's held burst: {missing} of {burst} changes never became visible");
     observer.abort();
     // One node per transaction: removing a node removes all of its services in one Raft
     // entry (about 0.3 ms each; 2 s for a node of 6,250 at 100,000 instances).
@@ -655,16 +665,8 @@ async fn main() {
     let held_meter = CpuMeter::start(consul_env.pids(), leader, kube_env.pids(), Some(pid));
     let resumed = Instant::now();
     signal("-CONT");
-    let mut held_last = resumed;
-    let mut held_missing = 0;
-    for i in 0..burst {
-        match wait_seen(&seen, &id(i, 2), CheckStatus::Critical, Duration::from_secs(60)).await {
-            Some(t) => held_last = held_last.max(t),
-            None => held_missing += 1,
-        }
-    }
+    let (held_all, held_missing) = held_burst_visible(&seen, &ns, burst, resumed).await;
     assert_eq!(held_missing, 0, "held burst: {held_missing} of {burst} changes never became visible");
-    let held_all = held_last.saturating_duration_since(resumed);
     println!(
         "k8s->consul held burst of {burst}: all visible {:.2}s after the controller was continued (the patches took {:.2}s to submit while it was stopped)",
         held_all.as_secs_f64(),
