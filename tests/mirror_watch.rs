@@ -304,6 +304,31 @@ fn percentiles(took: &mut [Duration]) -> String {
     format!("p50 {} / p99 {} / max {} ms ({} changes)", at(0.50), at(0.99), at(1.0), took.len())
 }
 
+/// The kinds of change the measurement makes to a mirrored service.
+#[derive(Clone, Copy)]
+enum Change {
+    Address,
+    Port,
+    Critical,
+    SecondInstance,
+    NewService,
+}
+
+impl Change {
+    const ALL: [Change; 5] =
+        [Change::Address, Change::Port, Change::Critical, Change::SecondInstance, Change::NewService];
+
+    fn label(self) -> &'static str {
+        match self {
+            Change::Address => "address only",
+            Change::Port => "port only",
+            Change::Critical => "turns critical",
+            Change::SecondInstance => "second instance",
+            Change::NewService => "new service",
+        }
+    }
+}
+
 /// A bounded measurement, run by hand (`--ignored`), alone: `MIRROR_MEASURE_SERVICES`
 /// mirrored services (default 1,000), over HTTP/2 (TLS Consul, one query per service) and
 /// over HTTP/1.1 (plain Consul, the two catalog-wide queries and the rescan), as
@@ -402,38 +427,40 @@ async fn measure_changes_and_consul_cpu_at_scale() {
         println!("[{mode}] Consul CPU over {idle:?} idle: {} (load {})", servers_cpu(&before), load());
 
         let changes = if tls { per_kind } else { per_kind.min(4) };
-        const KINDS: [&str; 5] = ["address only", "port only", "turns critical", "second instance", "new service"];
         // What each kind of change writes to service `i`, and how its slice shows it.
-        let change = |kind: &str, i: usize| -> Vec<consul::TxnOp> {
+        let change = |kind: Change, i: usize| -> Vec<consul::TxnOp> {
             let name = format!("m-{i}");
             match kind {
-                "address only" => instance(&vm(i), &name, &addr(i, 1), 8000)[..1].to_vec(),
-                "port only" => instance(&vm(i), &name, &addr(i, 0), 9000)[..1].to_vec(),
-                "turns critical" => {
+                Change::Address => instance(&vm(i), &name, &addr(i, 1), 8000)[..1].to_vec(),
+                Change::Port => instance(&vm(i), &name, &addr(i, 0), 9000)[..1].to_vec(),
+                Change::Critical => {
                     let [_, consul::TxnOp::CheckSet(mut check)] = instance(&vm(i), &name, &addr(i, 0), 8000) else {
                         unreachable!("instance() is a service and its check")
                     };
                     check.status = CheckStatus::Critical;
                     vec![consul::TxnOp::CheckSet(check)]
                 }
-                "second instance" => instance("vm-extra", &name, &addr(i, 2), 8000).to_vec(),
-                _ => instance("vm-extra", &format!("n-{i}"), &addr(i, 3), 8000).to_vec(),
+                Change::SecondInstance => instance("vm-extra", &name, &addr(i, 2), 8000).to_vec(),
+                Change::NewService => instance("vm-extra", &format!("n-{i}"), &addr(i, 3), 8000).to_vec(),
             }
         };
-        let arrived = |kind: &str, i: usize, e: &[(String, i32)]| match kind {
-            "address only" => e.iter().any(|(a, _)| *a == addr(i, 1)),
-            "port only" => e.iter().any(|(_, p)| *p == 9000),
-            "turns critical" => e.is_empty(),
-            "second instance" => e.iter().any(|(a, _)| *a == addr(i, 2)),
-            _ => e.iter().any(|(a, _)| *a == addr(i, 3)),
+        let arrived = |kind: Change, i: usize, e: &[(String, i32)]| match kind {
+            Change::Address => e.iter().any(|(a, _)| *a == addr(i, 1)),
+            Change::Port => e.iter().any(|(_, p)| *p == 9000),
+            Change::Critical => e.is_empty(),
+            Change::SecondInstance => e.iter().any(|(a, _)| *a == addr(i, 2)),
+            Change::NewService => e.iter().any(|(a, _)| *a == addr(i, 3)),
         };
         // The Service whose slice shows a change to service `i`.
-        let shown_by = |kind: &str, i: usize| if kind == "new service" { format!("n-{i}") } else { format!("m-{i}") };
+        let shown_by = |kind: Change, i: usize| match kind {
+            Change::NewService => format!("n-{i}"),
+            _ => format!("m-{i}"),
+        };
         let pick = |n: usize| (n * 97 + 13) % services;
         let mut all = Vec::new();
         let mut next = 0usize;
         let (before, changing) = (cpu_now(), std::time::Instant::now());
-        for kind in KINDS {
+        for kind in Change::ALL {
             let mut took = Vec::new();
             for _ in 0..changes {
                 let i = pick(next);
@@ -444,7 +471,7 @@ async fn measure_changes_and_consul_cpu_at_scale() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             all.extend(took.iter().copied());
-            println!("[{mode}] {kind} → EndpointSlice: {} (load {})", percentiles(&mut took), load());
+            println!("[{mode}] {} → EndpointSlice: {} (load {})", kind.label(), percentiles(&mut took), load());
         }
         let paced = changing.elapsed();
         println!(
@@ -461,7 +488,7 @@ async fn measure_changes_and_consul_cpu_at_scale() {
         // pace, with nothing watching: what the writes alone cost the servers.
         let (before, replay) = (cpu_now(), std::time::Instant::now());
         let total = all.len();
-        for (k, kind) in KINDS.iter().flat_map(|k| std::iter::repeat_n(*k, changes)).enumerate() {
+        for (k, kind) in Change::ALL.into_iter().flat_map(|k| std::iter::repeat_n(k, changes)).enumerate() {
             commit(&c, &change(kind, pick(next))).await;
             next += 1;
             tokio::time::sleep_until((replay + paced * (k as u32 + 1) / total as u32).into()).await;
