@@ -13,7 +13,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
-use support::{eventually, install_crds, start_controller};
+use support::{cpu_time, eventually, install_crds, load, start_controller};
 
 /// Generous: the change comes from a blocking query that Consul wakes at once. What
 /// it rules out is the anti-entropy pass (10 minutes); the rescan of HTTP/1.1 mode does
@@ -213,20 +213,6 @@ async fn four_hundred_services_are_watched_one_query_each_over_a_few_connections
     // this test's own: a handful, nowhere near one per service.
     let open = support::consul_connections(&consul_env.http_addrs());
     assert!((3..=12).contains(&open), "{open} connections to Consul for {SERVICES} watched services");
-}
-
-/// User + system CPU time of `pid` so far (USER_HZ is 100 on Linux).
-fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 /// What the measurement reads from its environment: a number, else `default`.
